@@ -1,0 +1,26 @@
+/* The `vkpt` command's subcommands: each is `int cmd_NAME(int argc, char
+ * **argv)` with argv[0] = the subcommand name, returning the exit status. */
+#ifndef VKPT_TOOLS_CMD_H
+#define VKPT_TOOLS_CMD_H
+
+#include "vkpt/base.h"
+#include "vkpt/device.h"
+
+#define VKPT_CMD_LIST(X)                                     \
+    X(devices, "list Vulkan devices and their capabilities") \
+    X(bench, "benchmarks: memory bandwidth (more to come)")
+
+#define X(name, summary) int cmd_##name(int argc, char **argv);
+VKPT_CMD_LIST(X)
+#undef X
+
+/* Shared helpers (tools/util.c). */
+/* Print "vkpt: <what>: <detail>" for error `err` to stderr; returns 1. */
+int tool_fail(int err, const char *what);
+/* Open the instance (validation per VKPT_VALIDATE) and the device named by
+ * `spec` (index, UUID or name substring; NULL for the default). */
+int tool_open_device(const char *spec, vkpt_instance **inst, vkpt_device **dev);
+/* Parse a decimal or 0x number with an optional K/M/G suffix (powers of 2). */
+int tool_parse_size(const char *s, uint64_t *out);
+
+#endif
