@@ -58,4 +58,12 @@ uint16_t vkpt_f32_to_f16(float f);
 float vkpt_bf16_to_f32(uint16_t h);
 uint16_t vkpt_f32_to_bf16(float f);
 
+/* Reference (de)quantization of one row (engine/kernels/quant.c), for F32,
+ * F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K. `n` is
+ * the element count, a whole number of blocks; src/dst hold n elements of
+ * the respective format (no alignment needed). Returns 0, VKPT_EINVAL (bad
+ * n, NULL) or VKPT_EUNSUPPORTED (another type). */
+int vkpt_dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
+int vkpt_quantize_row(uint32_t type, const float *src, void *dst, size_t n);
+
 #endif

@@ -40,9 +40,38 @@ VKPT_PC_STRUCT(vkpt_pc_membench, VKPT_PC_MEMBENCH)
 #define VKPT_PC_BINARY(F) F(u32, n)
 VKPT_PC_STRUCT(vkpt_pc_binary, VKPT_PC_BINARY)
 
+/* --- quantized weights: matvec, matmul, get_rows (engine/kernels/k_matmul.c) ---
+ * matvec/matmul: y[y_off + t*y_stride + m] = W[m][:] . x[t][:] (+ bias[b_off + m])
+ * for m < M, t < n_tok. w_off: byte offset of W's row 0 in its binding;
+ * x_off: f32 element offset of x (INTDOT: word offset of the q8 values);
+ * xd_off: INTDOT's f32 offset of the q8 scales; flags bit 0: add bias. */
+/* clang-format off */
+#define VKPT_PC_MM(F) \
+    F(u32, K) F(u32, M) F(u32, n_tok) F(u32, w_off) F(u32, x_off) F(u32, xd_off) \
+    F(u32, y_off) F(u32, y_stride) F(u32, b_off) F(u32, flags)
+/* clang-format on */
+VKPT_PC_STRUCT(vkpt_pc_mm, VKPT_PC_MM)
+/* get_rows: out[out_off + i*K + k] = W[ids[ids_off + i] - row0][k] for ids in
+ * [row0, row0 + rows) (W bound from row0); flags bit 0: this is the last
+ * row chunk, so ids >= row0 + rows write zeros. */
+/* clang-format off */
+#define VKPT_PC_GET_ROWS(F) \
+    F(u32, K) F(u32, n) F(u32, row0) F(u32, rows) F(u32, w_off) F(u32, ids_off) \
+    F(u32, out_off) F(u32, flags)
+/* clang-format on */
+VKPT_PC_STRUCT(vkpt_pc_get_rows, VKPT_PC_GET_ROWS)
+/* activation quantization to q8: n_blocks blocks of 32 f32 from x_off
+ * (elements) to int8 words from q_off and f32 scales from d_off */
+#define VKPT_PC_QUANT_ACT(F) F(u32, n_blocks) F(u32, x_off) F(u32, q_off) F(u32, d_off)
+VKPT_PC_STRUCT(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT)
+/* --- end quantized weights --- */
+
 /* Every block, for the C-vs-SPIR-V layout test. */
 #define VKPT_PC_ALL(X)                    \
     X(vkpt_pc_membench, VKPT_PC_MEMBENCH) \
-    X(vkpt_pc_binary, VKPT_PC_BINARY)
+    X(vkpt_pc_binary, VKPT_PC_BINARY)     \
+    X(vkpt_pc_mm, VKPT_PC_MM)             \
+    X(vkpt_pc_get_rows, VKPT_PC_GET_ROWS) \
+    X(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT)
 
 #endif
