@@ -66,12 +66,63 @@ VKPT_PC_STRUCT(vkpt_pc_get_rows, VKPT_PC_GET_ROWS)
 VKPT_PC_STRUCT(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT)
 /* --- end quantized weights --- */
 
+/* --- norm, rope, activations, attention, logits (k_norm.c ... k_logits.c) --- */
+/* clang-format off */
+/* rows (t, h) of n elements at x_off + t*x_stride + h*n; flags: 1 weight, 2 bias */
+#define VKPT_PC_NORM(F) \
+    F(u32, n) F(u32, n_heads) F(u32, n_rows) F(u32, x_off) F(u32, x_stride) \
+    F(u32, y_off) F(u32, y_stride) F(u32, flags) F(f32, eps)
+VKPT_PC_STRUCT(vkpt_pc_norm, VKPT_PC_NORM)
+/* in place on [n_rows][n_heads][head_dim] at x_off, rows x_stride apart */
+#define VKPT_PC_ROPE(F) \
+    F(u32, n_rows) F(u32, n_heads) F(u32, head_dim) F(u32, rot_half) \
+    F(u32, x_off) F(u32, x_stride) F(u32, neox) F(f32, mscale)
+VKPT_PC_STRUCT(vkpt_pc_rope, VKPT_PC_ROPE)
+/* y = act(gate) * up over [n_rows][n]; each operand a row view (offset, stride) */
+#define VKPT_PC_GLU(F) \
+    F(u32, n_rows) F(u32, n) F(u32, g_off) F(u32, g_stride) \
+    F(u32, u_off) F(u32, u_stride) F(u32, y_off) F(u32, y_stride)
+VKPT_PC_STRUCT(vkpt_pc_glu, VKPT_PC_GLU)
+/* y = op(x) over [n_rows][n]; a, b: the op's parameters (scale; clamp bounds) */
+#define VKPT_PC_UNARY(F) \
+    F(u32, n_rows) F(u32, n) F(u32, x_off) F(u32, x_stride) \
+    F(u32, y_off) F(u32, y_stride) F(f32, a) F(f32, b)
+VKPT_PC_STRUCT(vkpt_pc_unary, VKPT_PC_UNARY)
+/* K/V rows -> paged f16 cache slots */
+#define VKPT_PC_KVWRITE(F) \
+    F(u32, n_rows) F(u32, n_kv_head) F(u32, head_dim) F(u32, n_blocks) \
+    F(u32, k_off) F(u32, k_stride) F(u32, v_off) F(u32, v_stride)
+VKPT_PC_STRUCT(vkpt_pc_kvwrite, VKPT_PC_KVWRITE)
+/* paged attention work items (prefill tiles or decode splits) */
+#define VKPT_PC_ATTN(F) \
+    F(u32, n_head) F(u32, n_kv_head) F(u32, group) F(u32, n_hsplit) \
+    F(u32, q_off) F(u32, q_stride) F(u32, n_items) F(u32, items_off) \
+    F(u32, n_blocks) F(u32, window) F(u32, causal) F(f32, scale) F(f32, softcap)
+VKPT_PC_STRUCT(vkpt_pc_attn, VKPT_PC_ATTN)
+#define VKPT_PC_ATTN_REDUCE(F) F(u32, n_head) F(u32, head_dim) F(u32, n_seqs) F(u32, list_off)
+VKPT_PC_STRUCT(vkpt_pc_attn_reduce, VKPT_PC_ATTN_REDUCE)
+/* per-row logits kernels over [n_rows][n] at x_off, rows x_stride apart */
+#define VKPT_PC_LOGITS(F) F(u32, n_rows) F(u32, n) F(u32, x_off) F(u32, x_stride) F(u32, k)
+VKPT_PC_STRUCT(vkpt_pc_logits, VKPT_PC_LOGITS)
+#define VKPT_PC_OPS(X) \
+    X(vkpt_pc_norm, VKPT_PC_NORM) \
+    X(vkpt_pc_rope, VKPT_PC_ROPE) \
+    X(vkpt_pc_glu, VKPT_PC_GLU) \
+    X(vkpt_pc_unary, VKPT_PC_UNARY) \
+    X(vkpt_pc_kvwrite, VKPT_PC_KVWRITE) \
+    X(vkpt_pc_attn, VKPT_PC_ATTN) \
+    X(vkpt_pc_attn_reduce, VKPT_PC_ATTN_REDUCE) \
+    X(vkpt_pc_logits, VKPT_PC_LOGITS)
+/* clang-format on */
+/* --- end norm ... logits --- */
+
 /* Every block, for the C-vs-SPIR-V layout test. */
-#define VKPT_PC_ALL(X)                    \
-    X(vkpt_pc_membench, VKPT_PC_MEMBENCH) \
-    X(vkpt_pc_binary, VKPT_PC_BINARY)     \
-    X(vkpt_pc_mm, VKPT_PC_MM)             \
-    X(vkpt_pc_get_rows, VKPT_PC_GET_ROWS) \
-    X(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT)
+#define VKPT_PC_ALL(X)                      \
+    X(vkpt_pc_membench, VKPT_PC_MEMBENCH)   \
+    X(vkpt_pc_binary, VKPT_PC_BINARY)       \
+    X(vkpt_pc_mm, VKPT_PC_MM)               \
+    X(vkpt_pc_get_rows, VKPT_PC_GET_ROWS)   \
+    X(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT) \
+    VKPT_PC_OPS(X)
 
 #endif
