@@ -255,6 +255,12 @@ static char *read_small(const char *path, size_t *len)
     return b;
 }
 
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !memcmp(s + n - m, suffix, m);
+}
+
 static int open_hf(vkpt_src *s)
 {
     char p[sizeof s->path + 16];
@@ -331,11 +337,8 @@ static int open_hf(vkpt_src *s)
         t->n_parts = 1;
         t->parts[0] = (vkpt_src_part){h->data, h->size};
         if (s->arch->flags & VKPT_AF_HF_PERMUTE_QK) {
-            size_t nl = strlen(canon);
-            bool q = nl > 13 && (!strcmp(canon + nl - 13, ".attn_q.weight") ||
-                                 !strcmp(canon + nl - 11, ".attn_q.bias"));
-            bool k = nl > 13 && (!strcmp(canon + nl - 13, ".attn_k.weight") ||
-                                 !strcmp(canon + nl - 11, ".attn_k.bias"));
+            bool q = ends_with(canon, ".attn_q.weight") || ends_with(canon, ".attn_q.bias");
+            bool k = ends_with(canon, ".attn_k.weight") || ends_with(canon, ".attn_k.bias");
             if (q || k) {
                 t->xform = VKPT_XF_PERMUTE_QK;
                 t->xform_heads = q ? s->hp.n_head : s->hp.n_head_kv;

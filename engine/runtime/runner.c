@@ -1,0 +1,612 @@
+/* The runner: a model's KV cache, scratch buffers and forward pass on one
+ * queue, one step at a time over a batch of sequences.
+ *
+ * A step is one command buffer: embeddings, then per layer norm -> q/k/v
+ * projections -> (q/k norm) -> RoPE -> KV write -> paged attention -> output
+ * projection + residual -> norm -> gate/up -> SwiGLU -> down + residual, then
+ * the output rows are gathered, normed and projected to logits, edited
+ * (penalties, biases) and reduced to top candidates and log-sum-exps.
+ *
+ * Every buffer is allocated at creation for the largest step (max_step_tokens
+ * rows, max output rows); steps only write host-visible inputs and record.
+ * Invariants: a sequence's block list covers its cached tokens; only its
+ * last block may be partly filled and that block is never shared (fork copies
+ * it), so appends never write a block another sequence reads. */
+#define _GNU_SOURCE
+#include "vkpt/runner.h"
+
+#include "k_act.h"
+#include "k_attn.h"
+#include "k_logits.h"
+#include "k_matmul.h"
+#include "k_norm.h"
+#include "k_rope.h"
+#include "kernels.h"
+#include "kvpool.h"
+#include "model_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+_Static_assert(sizeof(vkpt_logit_edit) == sizeof(vkpt_logit_adj), "edit layout matches the GPU's");
+
+typedef struct seq_state {
+    bool open;
+    uint32_t len;      /* tokens in the cache */
+    uint32_t n_blocks; /* blocks held */
+    uint32_t *blocks;  /* [max_blocks_seq] */
+} seq_state;
+
+struct vkpt_runner {
+    vkpt_model *m;
+    vkpt_device *dev;
+    const vkpt_hparams *hp;
+    vkpt_runner_opts o;
+    uint32_t T;              /* max rows per step */
+    uint32_t R;              /* max output rows per step */
+    uint32_t max_blocks_seq; /* ceil(n_ctx / 16) */
+    uint32_t adj_cap;        /* logit edits per step */
+    vkpt_kvpool pool;
+    vkpt_buf *kc, *vc; /* [n_layer] */
+    seq_state *seqs;
+    uint32_t *seq_blocks; /* backing store of every seq's block list */
+
+    /* device scratch */
+    vkpt_buf x, h, h2, q, k, v, ao, gu, act, xo, logits, attn_scratch;
+    /* host-visible inputs */
+    vkpt_buf in_ids, in_pos, in_slots, in_meta, in_bt, in_rows, in_temps, in_ones, in_adj_off,
+        in_adj;
+    /* host-visible outputs */
+    vkpt_buf out_topv, out_topi, out_lse, out_lset;
+    vkpt_buf inv_freq;
+    float mscale;
+    size_t meta_cap;
+    vkpt_attn_params ap;
+    int rope_layout;
+    vkpt_cmd cmd;
+    uint32_t last_n_out;
+};
+
+static int alloc(vkpt_runner *r, vkpt_buf *b, uint64_t bytes, int kind, int purpose)
+{
+    return vkpt_buf_alloc(r->dev, bytes ? bytes : 16, kind, purpose, b);
+}
+
+void vkpt_runner_destroy(vkpt_runner *r)
+{
+    if (!r) return;
+    vkpt_cmd_free(&r->cmd);
+    vkpt_buf *bufs[] = {
+        &r->x,        &r->h,        &r->h2,         &r->q,       &r->k,        &r->v,
+        &r->ao,       &r->gu,       &r->act,        &r->xo,      &r->logits,   &r->attn_scratch,
+        &r->in_ids,   &r->in_pos,   &r->in_slots,   &r->in_meta, &r->in_bt,    &r->in_rows,
+        &r->in_temps, &r->in_ones,  &r->in_adj_off, &r->in_adj,  &r->out_topv, &r->out_topi,
+        &r->out_lse,  &r->out_lset, &r->inv_freq};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) vkpt_buf_free(r->dev, bufs[i]);
+    if (r->kc)
+        for (uint32_t l = 0; l < r->hp->n_layer; l++) {
+            vkpt_buf_free(r->dev, &r->kc[l]);
+            vkpt_buf_free(r->dev, &r->vc[l]);
+        }
+    vkpt_free(r->kc);
+    vkpt_free(r->vc);
+    vkpt_free(r->seqs);
+    vkpt_free(r->seq_blocks);
+    vkpt_kvpool_free(&r->pool);
+    vkpt_free(r);
+}
+
+const vkpt_model *vkpt_runner_model(const vkpt_runner *r)
+{
+    return r->m;
+}
+
+static int setup_rope(vkpt_runner *r)
+{
+    const vkpt_hparams *hp = r->hp;
+    vkpt_rope_cfg c = {.scaling = hp->rope_scaling,
+                       .rot_dim = hp->rot_dim,
+                       .theta = hp->rope_theta,
+                       .factor = hp->rope_factor,
+                       .low_freq_factor = hp->rope_low_freq,
+                       .high_freq_factor = hp->rope_high_freq,
+                       .orig_ctx = hp->rope_orig_ctx ? hp->rope_orig_ctx : hp->n_ctx_train,
+                       .beta_fast = hp->yarn_beta_fast,
+                       .beta_slow = hp->yarn_beta_slow,
+                       .attn_factor = hp->yarn_attn_factor};
+    uint32_t n = hp->rot_dim / 2;
+    float *f = vkpt_malloc(n * sizeof(float));
+    if (!f) return vkpt_fail(VKPT_ENOMEM, "rope table");
+    int err = vkpt_rope_freqs(&c, f, &r->mscale);
+    /* GGUF llama3 files carry their scaling as per-frequency divisors */
+    if (!err && r->m->rope_freq_factors)
+        for (uint32_t i = 0; i < n; i++) f[i] /= r->m->rope_freq_factors[i];
+    if (!err) err = alloc(r, &r->inv_freq, n * sizeof(float), VKPT_MK_DEVICE, VKPT_MEM_OTHER);
+    if (!err) err = vkpt_buf_upload(r->dev, &r->inv_freq, 0, f, n * sizeof(float));
+    vkpt_free(f);
+    r->rope_layout =
+        (r->m->arch->flags & VKPT_AF_ROPE_NEOX) ? VKPT_ROPE_NEOX : VKPT_ROPE_INTERLEAVED;
+    return err;
+}
+
+int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner **out)
+{
+    if (!m || !out) return vkpt_fail(VKPT_EINVAL, "vkpt_runner_create: NULL");
+    *out = NULL;
+    if (m->arch->flags & (VKPT_AF_MOE | VKPT_AF_ENCODER | VKPT_AF_FUSED_QKV | VKPT_AF_LAYERNORM))
+        return vkpt_fail(VKPT_EUNSUPPORTED,
+                         "%s: the %s architecture's forward pass is not implemented yet",
+                         m->info.name, m->arch->gguf_name);
+    vkpt_runner *r = vkpt_calloc(1, sizeof *r);
+    if (!r) return vkpt_fail(VKPT_ENOMEM, "runner");
+    r->m = m;
+    r->dev = m->dev;
+    r->hp = &m->hp;
+    if (opts) r->o = *opts;
+    const vkpt_hparams *hp = r->hp;
+    if (!r->o.n_ctx)
+        r->o.n_ctx = hp->n_ctx_train && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (!r->o.max_seqs) r->o.max_seqs = 1;
+    if (!r->o.max_step_tokens) r->o.max_step_tokens = 512;
+    if (r->o.max_step_tokens < r->o.max_seqs) r->o.max_step_tokens = r->o.max_seqs;
+    if (!r->o.kv_tokens) r->o.kv_tokens = r->o.n_ctx * r->o.max_seqs;
+    r->T = r->o.max_step_tokens;
+    r->R = r->o.all_logits ? r->T : r->o.max_seqs;
+    r->max_blocks_seq = (r->o.n_ctx + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK;
+    r->adj_cap = r->R * 256;
+    int err = vkpt_cmd_init(r->dev, r->o.queue, &r->cmd);
+    if (err) goto fail;
+
+    uint32_t n_blocks = (r->o.kv_tokens + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK + r->o.max_seqs;
+    uint64_t block_bytes = (uint64_t)hp->n_head_kv * VKPT_KV_BLOCK * hp->head_dim * 2;
+    if (n_blocks * block_bytes > r->dev->caps.max_storage_buffer_range) {
+        uint32_t cap = (uint32_t)(r->dev->caps.max_storage_buffer_range / block_bytes);
+        VKPT_LOGW("KV cache limited to %u tokens per layer by the device's largest buffer binding",
+                  cap * VKPT_KV_BLOCK);
+        n_blocks = cap;
+    }
+    if ((err = vkpt_kvpool_init(&r->pool, n_blocks))) goto fail;
+    r->kc = vkpt_calloc(hp->n_layer, sizeof *r->kc);
+    r->vc = vkpt_calloc(hp->n_layer, sizeof *r->vc);
+    r->seqs = vkpt_calloc(r->o.max_seqs, sizeof *r->seqs);
+    r->seq_blocks = vkpt_calloc((size_t)r->o.max_seqs * r->max_blocks_seq, sizeof *r->seq_blocks);
+    if (!r->kc || !r->vc || !r->seqs || !r->seq_blocks) {
+        err = vkpt_fail(VKPT_ENOMEM, "runner tables");
+        goto fail;
+    }
+    for (uint32_t s = 0; s < r->o.max_seqs; s++)
+        r->seqs[s].blocks = r->seq_blocks + (size_t)s * r->max_blocks_seq;
+    for (uint32_t l = 0; l < hp->n_layer && !err; l++) {
+        err = alloc(r, &r->kc[l], n_blocks * block_bytes, VKPT_MK_DEVICE, VKPT_MEM_KV);
+        if (!err) err = alloc(r, &r->vc[l], n_blocks * block_bytes, VKPT_MK_DEVICE, VKPT_MEM_KV);
+    }
+    if (err) {
+        err = vkpt_fail(err, "KV cache of %u tokens (%.1f MiB): %s", n_blocks * VKPT_KV_BLOCK,
+                        2.0 * hp->n_layer * n_blocks * block_bytes / 1048576.0, vkpt_errmsg(err));
+        goto fail;
+    }
+
+    uint64_t T = r->T, R = r->R, E = hp->n_embd, V = hp->n_vocab;
+    uint64_t Dq = (uint64_t)hp->n_head * hp->head_dim, Dkv = (uint64_t)hp->n_head_kv * hp->head_dim;
+    uint64_t FF = hp->n_ff;
+    r->ap = (vkpt_attn_params){.n_head = hp->n_head,
+                               .n_kv_head = hp->n_head_kv,
+                               .head_dim = hp->head_dim,
+                               .window = hp->sliding_window};
+    r->meta_cap = vkpt_attn_meta_words_max(r->o.max_seqs, r->T);
+    const int D = VKPT_MK_DEVICE, U = VKPT_MK_UPLOAD, H = VKPT_MK_HOST, S = VKPT_MEM_SCRATCH;
+    struct {
+        vkpt_buf *b;
+        uint64_t bytes;
+        int kind;
+    } plan[] = {
+        {&r->x, T * E * 4, D},
+        {&r->h, T * (E > Dq ? E : Dq) * 4, D},
+        {&r->h2, T * E * 4, D},
+        {&r->q, T * Dq * 4, D},
+        {&r->k, T * Dkv * 4, D},
+        {&r->v, T * Dkv * 4, D},
+        {&r->ao, T * Dq * 4, D},
+        {&r->gu, T * 2 * FF * 4, D},
+        {&r->act, T * FF * 4, D},
+        {&r->xo, R * E * 4, D},
+        {&r->logits, R * V * 4, D},
+        {&r->attn_scratch, vkpt_attn_scratch_bytes_max(&r->ap, r->o.max_seqs), D},
+        {&r->in_ids, T * 4, U},
+        {&r->in_pos, T * 4, U},
+        {&r->in_slots, T * 4, U},
+        {&r->in_meta, r->meta_cap * 4, U},
+        {&r->in_bt, (uint64_t)r->o.max_seqs * r->max_blocks_seq * 4, U},
+        {&r->in_rows, R * 4, U},
+        {&r->in_temps, R * 4, U},
+        {&r->in_ones, R * 4, U},
+        {&r->in_adj_off, (R + 1) * 4, U},
+        {&r->in_adj, (uint64_t)r->adj_cap * sizeof(vkpt_logit_adj), U},
+        {&r->out_topv, R * VKPT_MAX_CAND * 4, H},
+        {&r->out_topi, R * VKPT_MAX_CAND * 4, H},
+        {&r->out_lse, R * 2 * 4, H},
+        {&r->out_lset, R * 2 * 4, H},
+    };
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0] && !err; i++)
+        err = alloc(r, plan[i].b, plan[i].bytes, plan[i].kind, S);
+    if (err) goto fail;
+    if (!r->in_ids.map || !r->in_meta.map || !r->out_topv.map) {
+        err = vkpt_fail(VKPT_EUNSUPPORTED, "%s: host-visible memory is not mappable",
+                        r->dev->caps.name);
+        goto fail;
+    }
+    for (uint32_t i = 0; i < R; i++) ((float *)r->in_ones.map)[i] = 1.0f;
+    if ((err = setup_rope(r))) goto fail;
+    *out = r;
+    return 0;
+fail:
+    vkpt_runner_destroy(r);
+    return err;
+}
+
+/* ---- sequences -------------------------------------------------------------------- */
+
+int vkpt_runner_seq_open(vkpt_runner *r)
+{
+    for (uint32_t s = 0; s < r->o.max_seqs; s++)
+        if (!r->seqs[s].open) {
+            r->seqs[s].open = true;
+            r->seqs[s].len = 0;
+            r->seqs[s].n_blocks = 0;
+            return (int)s;
+        }
+    return vkpt_fail(VKPT_EFULL, "all %u sequences are in use", r->o.max_seqs);
+}
+
+static seq_state *seq_get(vkpt_runner *r, int seq)
+{
+    if (seq < 0 || (uint32_t)seq >= r->o.max_seqs || !r->seqs[seq].open) return NULL;
+    return &r->seqs[seq];
+}
+
+static void seq_release_blocks(vkpt_runner *r, seq_state *s, uint32_t keep)
+{
+    while (s->n_blocks > keep) vkpt_kvpool_unref(&r->pool, s->blocks[--s->n_blocks]);
+}
+
+void vkpt_runner_seq_close(vkpt_runner *r, int seq)
+{
+    seq_state *s = seq_get(r, seq);
+    if (!s) return;
+    seq_release_blocks(r, s, 0);
+    s->open = false;
+    s->len = 0;
+}
+
+uint32_t vkpt_runner_seq_len(const vkpt_runner *r, int seq)
+{
+    return seq_get((vkpt_runner *)r, seq) ? r->seqs[seq].len : 0;
+}
+
+int vkpt_runner_seq_truncate(vkpt_runner *r, int seq, uint32_t len)
+{
+    seq_state *s = seq_get(r, seq);
+    if (!s || len > s->len) return vkpt_fail(VKPT_EINVAL, "truncate: bad sequence or length");
+    uint32_t keep = (len + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK;
+    if (len % VKPT_KV_BLOCK && keep && r->pool.ref[s->blocks[keep - 1]] > 1)
+        return vkpt_fail(VKPT_EINVAL, "truncate into a shared block");
+    seq_release_blocks(r, s, keep);
+    s->len = len;
+    return 0;
+}
+
+int vkpt_runner_seq_fork(vkpt_runner *r, int src_id, int dst_id)
+{
+    seq_state *src = seq_get(r, src_id), *dst = seq_get(r, dst_id);
+    if (!src || !dst || src == dst || dst->len)
+        return vkpt_fail(VKPT_EINVAL, "fork: bad sequences");
+    uint32_t full = src->len / VKPT_KV_BLOCK;
+    for (uint32_t b = 0; b < full; b++) {
+        vkpt_kvpool_ref(&r->pool, src->blocks[b]);
+        dst->blocks[b] = src->blocks[b];
+    }
+    dst->n_blocks = full;
+    dst->len = full * VKPT_KV_BLOCK;
+    if (src->len % VKPT_KV_BLOCK) {
+        int32_t nb = vkpt_kvpool_alloc(&r->pool);
+        if (nb < 0) {
+            seq_release_blocks(r, dst, 0);
+            dst->len = 0;
+            return vkpt_fail(VKPT_EFULL, "KV cache full");
+        }
+        dst->blocks[dst->n_blocks++] = (uint32_t)nb;
+        uint64_t bb = r->kc[0].size / r->pool.n_blocks;
+        int err = vkpt_cmd_begin(&r->cmd);
+        for (uint32_t l = 0; l < r->hp->n_layer && !err; l++) {
+            vkpt_cmd_copy(&r->cmd, &r->kc[l], src->blocks[full] * bb, &r->kc[l], (uint64_t)nb * bb,
+                          bb);
+            vkpt_cmd_copy(&r->cmd, &r->vc[l], src->blocks[full] * bb, &r->vc[l], (uint64_t)nb * bb,
+                          bb);
+        }
+        if (!err) err = vkpt_cmd_run(&r->cmd);
+        if (err) {
+            seq_release_blocks(r, dst, 0);
+            dst->len = 0;
+            return err;
+        }
+        dst->len = src->len;
+    }
+    return 0;
+}
+
+void vkpt_runner_get_stats(const vkpt_runner *r, vkpt_runner_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    st->kv_blocks_total = r->pool.n_blocks;
+    st->kv_blocks_used = r->pool.n_blocks - r->pool.n_free;
+    for (uint32_t s = 0; s < r->o.max_seqs; s++) st->seqs_open += r->seqs[s].open;
+    st->max_seqs = r->o.max_seqs;
+    st->n_ctx = r->o.n_ctx;
+    st->max_step_tokens = r->T;
+}
+
+static uint32_t blocks_needed(const seq_state *s, uint32_t n)
+{
+    uint32_t want = (s->len + n + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK;
+    return want > s->n_blocks ? want - s->n_blocks : 0;
+}
+
+bool vkpt_runner_can_append(const vkpt_runner *r, int seq, uint32_t n)
+{
+    const seq_state *s = seq_get((vkpt_runner *)r, seq);
+    return s && s->len + n <= r->o.n_ctx && blocks_needed(s, n) <= r->pool.n_free;
+}
+
+/* ---- the step ---------------------------------------------------------------------- */
+
+#define TRY(x)                      \
+    do {                            \
+        if ((err = (x))) goto fail; \
+    } while (0)
+
+static vkpt_buf nullbuf(void)
+{
+    vkpt_buf b;
+    memset(&b, 0, sizeof b);
+    b.block = -1;
+    return b;
+}
+
+static int matmul(vkpt_runner *r, const vkpt_tensor *w, const vkpt_buf *x, uint32_t n_tok,
+                  const vkpt_buf *y, uint32_t y_stride, const vkpt_tensor *bias)
+{
+    vkpt_mm_args a = {.wtype = w->type,
+                      .w = w->buf,
+                      .K = (uint32_t)w->ne[0],
+                      .M = (uint32_t)w->ne[1],
+                      .n_tok = n_tok,
+                      .x = *x,
+                      .xq = nullbuf(),
+                      .y = *y,
+                      .y_stride = y_stride,
+                      .bias = bias && vkpt_tensor_ok(bias) ? bias->buf : nullbuf(),
+                      .path = VKPT_MM_AUTO};
+    return vkpt_k_matmul(&r->cmd, &a);
+}
+
+static int add(vkpt_runner *r, const vkpt_buf *a, const vkpt_buf *b, uint32_t n)
+{
+    return vkpt_k_add_f32(&r->cmd, a, b, a, n);
+}
+
+static int record(vkpt_runner *r, uint32_t n, uint32_t n_out, const vkpt_attn_plan *plan,
+                  uint32_t n_adj)
+{
+    const vkpt_hparams *hp = r->hp;
+    const vkpt_model *m = r->m;
+    vkpt_cmd *c = &r->cmd;
+    uint32_t E = hp->n_embd, Dq = hp->n_head * hp->head_dim, Dkv = hp->n_head_kv * hp->head_dim,
+             FF = hp->n_ff;
+    uint32_t V = hp->n_vocab;
+    int err = 0;
+    TRY(vkpt_k_get_rows(c, m->tok_embd.type, &m->tok_embd.buf, E, (uint32_t)m->tok_embd.ne[1],
+                        &r->in_ids, n, &r->x));
+    vkpt_cmd_barrier(c);
+    vkpt_rows xr = vkpt_rows_of(&r->x, 0, E), hr = vkpt_rows_of(&r->h, 0, E);
+    vkpt_rows qr = vkpt_rows_of(&r->q, 0, Dq), kr = vkpt_rows_of(&r->k, 0, Dkv),
+              vr = vkpt_rows_of(&r->v, 0, Dkv);
+    vkpt_rows gate, up, actr = vkpt_rows_of(&r->act, 0, FF);
+    vkpt_glu_split(&r->gu, FF, &gate, &up);
+    vkpt_buf up_view = vkpt_buf_view(&r->gu, (uint64_t)FF * 4, r->gu.size - (uint64_t)FF * 4);
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const vkpt_layer *L = &m->layers[l];
+        TRY(vkpt_k_rmsnorm(c, &xr, &hr, &L->attn_norm.buf, E, 1, n, hp->norm_eps));
+        vkpt_cmd_barrier(c);
+        TRY(matmul(r, &L->wq, &r->h, n, &r->q, Dq, &L->bq));
+        TRY(matmul(r, &L->wk, &r->h, n, &r->k, Dkv, &L->bk));
+        TRY(matmul(r, &L->wv, &r->h, n, &r->v, Dkv, &L->bv));
+        vkpt_cmd_barrier(c);
+        if (vkpt_tensor_ok(&L->q_norm)) {
+            TRY(vkpt_k_rmsnorm(c, &qr, &qr, &L->q_norm.buf, hp->head_dim, hp->n_head, n,
+                               hp->norm_eps));
+            TRY(vkpt_k_rmsnorm(c, &kr, &kr, &L->k_norm.buf, hp->head_dim, hp->n_head_kv, n,
+                               hp->norm_eps));
+            vkpt_cmd_barrier(c);
+        }
+        TRY(vkpt_k_rope(c, &qr, &r->in_pos, &r->inv_freq, n, hp->n_head, hp->head_dim, hp->rot_dim,
+                        r->rope_layout, r->mscale));
+        TRY(vkpt_k_rope(c, &kr, &r->in_pos, &r->inv_freq, n, hp->n_head_kv, hp->head_dim,
+                        hp->rot_dim, r->rope_layout, r->mscale));
+        vkpt_cmd_barrier(c);
+        TRY(vkpt_k_kv_write(c, &kr, &vr, &r->in_slots, n, hp->n_head_kv, hp->head_dim, &r->kc[l],
+                            &r->vc[l]));
+        vkpt_cmd_barrier(c);
+        vkpt_attn_bufs ab = {.meta = r->in_meta,
+                             .block_table = r->in_bt,
+                             .q = qr,
+                             .k_cache = r->kc[l],
+                             .v_cache = r->vc[l],
+                             .out = r->ao,
+                             .scratch = r->attn_scratch};
+        TRY(vkpt_k_attn(c, plan, &ab));
+        vkpt_cmd_barrier(c);
+        TRY(matmul(r, &L->wo, &r->ao, n, &r->h2, E, &L->bo));
+        vkpt_cmd_barrier(c);
+        TRY(add(r, &r->x, &r->h2, n * E));
+        vkpt_cmd_barrier(c);
+        TRY(vkpt_k_rmsnorm(c, &xr, &hr, &L->ffn_norm.buf, E, 1, n, hp->norm_eps));
+        vkpt_cmd_barrier(c);
+        TRY(matmul(r, &L->w_gate, &r->h, n, &r->gu, 2 * FF, NULL));
+        TRY(matmul(r, &L->w_up, &r->h, n, &up_view, 2 * FF, NULL));
+        vkpt_cmd_barrier(c);
+        TRY(vkpt_k_glu(c, VKPT_ACT_SILU, &gate, &up, &actr, FF, n));
+        vkpt_cmd_barrier(c);
+        TRY(matmul(r, &L->w_down, &r->act, n, &r->h2, E, NULL));
+        vkpt_cmd_barrier(c);
+        TRY(add(r, &r->x, &r->h2, n * E));
+        vkpt_cmd_barrier(c);
+    }
+    if (!n_out) return 0;
+    /* the output rows: gather, norm, project */
+    TRY(vkpt_k_get_rows(c, VKPT_Q_F32, &r->x, E, n, &r->in_rows, n_out, &r->xo));
+    vkpt_cmd_barrier(c);
+    vkpt_rows xor_ = vkpt_rows_of(&r->xo, 0, E);
+    TRY(vkpt_k_rmsnorm(c, &xor_, &xor_, &m->out_norm.buf, E, 1, n_out, hp->norm_eps));
+    vkpt_cmd_barrier(c);
+    TRY(matmul(r, &m->output, &r->xo, n_out, &r->logits, V, NULL));
+    vkpt_cmd_barrier(c);
+    vkpt_rows lr = vkpt_rows_of(&r->logits, 0, V);
+    if (n_adj) {
+        TRY(vkpt_k_logits_adjust(c, &lr, V, n_out, &r->in_adj_off, &r->in_adj, n_adj));
+        vkpt_cmd_barrier(c);
+    }
+    uint32_t k = V < VKPT_MAX_CAND ? V : VKPT_MAX_CAND;
+    TRY(vkpt_k_topk(c, &lr, V, n_out, k, &r->out_topv, &r->out_topi));
+    TRY(vkpt_k_logsumexp(c, &lr, V, n_out, &r->in_ones, &r->out_lse));
+    TRY(vkpt_k_logsumexp(c, &lr, V, n_out, &r->in_temps, &r->out_lset));
+    return 0;
+fail:
+    return err;
+}
+
+int vkpt_runner_step(vkpt_runner *r, const vkpt_step_seq *in, uint32_t n_seqs, vkpt_step_out *out,
+                     uint32_t out_cap, uint32_t *n_out_p)
+{
+    if (!r || (!in && n_seqs) || !n_out_p) return vkpt_fail(VKPT_EINVAL, "vkpt_runner_step: NULL");
+    *n_out_p = 0;
+    const vkpt_hparams *hp = r->hp;
+    if (n_seqs > r->o.max_seqs)
+        return vkpt_fail(VKPT_EINVAL, "step: %u sequences, at most %u", n_seqs, r->o.max_seqs);
+    /* validate everything before touching any state */
+    uint32_t n = 0, n_out = 0, n_adj = 0, new_blocks = 0;
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        const vkpt_step_seq *e = &in[i];
+        seq_state *s = seq_get(r, e->seq);
+        if (!s) return vkpt_fail(VKPT_EINVAL, "step: sequence %d is not open", e->seq);
+        for (uint32_t j = 0; j < i; j++)
+            if (in[j].seq == e->seq)
+                return vkpt_fail(VKPT_EINVAL, "step: sequence %d appears twice", e->seq);
+        if (!e->n_tokens || !e->tokens)
+            return vkpt_fail(VKPT_EINVAL, "step: sequence %d has no tokens", e->seq);
+        if (s->len + e->n_tokens > r->o.n_ctx)
+            return vkpt_fail(VKPT_ERANGE, "sequence %d would reach %u tokens; the context is %u",
+                             e->seq, s->len + e->n_tokens, r->o.n_ctx);
+        if (e->want_all_logits && !r->o.all_logits)
+            return vkpt_fail(
+                VKPT_EINVAL,
+                "step: all logits requested but the runner was created without all_logits");
+        for (uint32_t t = 0; t < e->n_tokens; t++)
+            if (e->tokens[t] < 0 || (uint32_t)e->tokens[t] >= hp->n_vocab)
+                return vkpt_fail(VKPT_EINVAL, "token id %d is outside the vocabulary (0..%u)",
+                                 e->tokens[t], hp->n_vocab - 1);
+        n += e->n_tokens;
+        uint32_t rows = e->want_all_logits ? e->n_tokens : e->want_logits ? 1 : 0;
+        n_out += rows;
+        n_adj += rows * e->n_edits;
+        new_blocks += blocks_needed(s, e->n_tokens);
+    }
+    if (n > r->T) return vkpt_fail(VKPT_EINVAL, "step: %u tokens, at most %u", n, r->T);
+    if (n_out > r->R || n_out > out_cap)
+        return vkpt_fail(VKPT_EINVAL, "step: %u output rows, room for %u", n_out,
+                         r->R < out_cap ? r->R : out_cap);
+    if (n_adj > r->adj_cap)
+        return vkpt_fail(VKPT_EINVAL, "step: %u logit edits, at most %u", n_adj, r->adj_cap);
+    if (new_blocks > r->pool.n_free)
+        return vkpt_fail(VKPT_EFULL, "KV cache full: the step needs %u blocks, %u are free",
+                         new_blocks, r->pool.n_free);
+    if (!n) return 0;
+
+    /* inputs */
+    uint32_t *ids = (uint32_t *)r->in_ids.map, *pos = (uint32_t *)r->in_pos.map,
+             *slots = (uint32_t *)r->in_slots.map;
+    uint32_t *bt = (uint32_t *)r->in_bt.map, *rows = (uint32_t *)r->in_rows.map;
+    float *temps = (float *)r->in_temps.map;
+    uint32_t *adj_off = (uint32_t *)r->in_adj_off.map;
+    vkpt_logit_adj *adj = (vkpt_logit_adj *)r->in_adj.map;
+    vkpt_attn_seq aseq[r->o.max_seqs > 0 ? r->o.max_seqs : 1];
+    uint32_t row = 0, orow = 0, a = 0;
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        const vkpt_step_seq *e = &in[i];
+        seq_state *s = &r->seqs[e->seq];
+        while (s->n_blocks * VKPT_KV_BLOCK < s->len + e->n_tokens) {
+            int32_t b = vkpt_kvpool_alloc(&r->pool);
+            s->blocks[s->n_blocks++] = (uint32_t)b; /* counted above: cannot fail */
+        }
+        aseq[i] = (vkpt_attn_seq){.q_start = row,
+                                  .q_len = e->n_tokens,
+                                  .kv_len = s->len + e->n_tokens,
+                                  .bt_start = i * r->max_blocks_seq};
+        memcpy(bt + (size_t)i * r->max_blocks_seq, s->blocks, s->n_blocks * sizeof(uint32_t));
+        for (uint32_t t = 0; t < e->n_tokens; t++, row++) {
+            uint32_t p = s->len + t;
+            ids[row] = (uint32_t)e->tokens[t];
+            pos[row] = p;
+            slots[row] = s->blocks[p / VKPT_KV_BLOCK] * VKPT_KV_BLOCK + p % VKPT_KV_BLOCK;
+            bool outp = e->want_all_logits || (e->want_logits && t == e->n_tokens - 1);
+            if (!outp) continue;
+            rows[orow] = row;
+            temps[orow] = e->temperature > 0 ? e->temperature : 1.0f;
+            adj_off[orow] = a;
+            memcpy(adj + a, e->edits, e->n_edits * sizeof *adj);
+            a += e->n_edits;
+            orow++;
+        }
+    }
+    adj_off[orow] = a;
+    vkpt_attn_plan plan;
+    int err = vkpt_attn_plan_make(r->dev, &r->ap, aseq, n_seqs, (uint32_t *)r->in_meta.map,
+                                  r->meta_cap, &plan);
+    if (!err) err = vkpt_cmd_begin(&r->cmd);
+    if (!err) err = record(r, n, n_out, &plan, a);
+    if (!err) err = vkpt_cmd_run(&r->cmd);
+    if (err) {
+        /* the cache rows of this step may be half-written: roll the lengths
+         * back (they were not advanced) and return the new blocks */
+        for (uint32_t i = 0; i < n_seqs; i++) {
+            seq_state *s = &r->seqs[in[i].seq];
+            seq_release_blocks(r, s, (s->len + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK);
+        }
+        return err;
+    }
+    for (uint32_t i = 0; i < n_seqs; i++) r->seqs[in[i].seq].len += in[i].n_tokens;
+    uint32_t k = hp->n_vocab < VKPT_MAX_CAND ? hp->n_vocab : VKPT_MAX_CAND;
+    const float *tv = (const float *)r->out_topv.map, *lse = (const float *)r->out_lse.map,
+                *lset = (const float *)r->out_lset.map;
+    const uint32_t *ti = (const uint32_t *)r->out_topi.map;
+    for (uint32_t o = 0; o < n_out; o++) {
+        vkpt_step_out *so = &out[o];
+        so->n_cand = k;
+        memcpy(so->cand_logit, tv + (size_t)o * k, k * sizeof(float));
+        for (uint32_t j = 0; j < k; j++) so->cand_id[j] = (int32_t)ti[(size_t)o * k + j];
+        so->lse = lse[2 * o + 1];
+        so->lse_temp = lset[2 * o + 1];
+        so->row = o;
+    }
+    r->last_n_out = n_out;
+    *n_out_p = n_out;
+    return 0;
+}
+
+int vkpt_runner_logits_row(vkpt_runner *r, uint32_t row, float *dst)
+{
+    if (row >= r->last_n_out)
+        return vkpt_fail(VKPT_EINVAL, "logits row %u of %u", row, r->last_n_out);
+    uint64_t V = r->hp->n_vocab;
+    return vkpt_buf_download(r->dev, &r->logits, row * V * 4, dst, V * 4);
+}

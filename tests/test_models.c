@@ -1,0 +1,370 @@
+/* End-to-end model tests on the device (lavapipe in CI, validation on):
+ *   - stories260K (a real Llama, GGUF) greedy: the exact 200 token ids of
+ *     llama2.c's run.c, and its logits at positions 0..2;
+ *   - the Hugging Face fixtures (llama with llama3 RoPE scaling, tied llama,
+ *     qwen2 with q/k/v biases, qwen3 with q/k norms): every position's logits
+ *     against transformers' golden logits, and its 24 greedy tokens;
+ *   - the same fixtures after `vkpt quantize` to F16, Q8_0 and Q4_K_M, within
+ *     bounds measured for each format;
+ *   - batching does not change results: the golden cases run together in one
+ *     batch give the same logits as alone. */
+#define _GNU_SOURCE
+#include "vk_fixture.h"
+
+#include "vkpt/convert.h"
+#include "vkpt/model.h"
+#include "vkpt/runner.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MODELS VKPT_SOURCE_DIR "/models"
+#define HF     VKPT_SOURCE_DIR "/tests/fixtures/hf"
+
+static vkpt_model *load(void **state, const char *path)
+{
+    vkpt_model_opts o = VKPT_MODEL_OPTS_DEFAULT;
+    o.progress = false;
+    vkpt_model *m = NULL;
+    int err = vkpt_model_load(vkpt_test_dev(state), path, &o, &m);
+    if (err) fail_msg("loading %s: %s", path, vkpt_errmsg(err));
+    return m;
+}
+
+/* Greedy continuation of `prompt` for n steps in one sequence. */
+static void greedy(vkpt_runner *r, const int32_t *prompt, uint32_t n_prompt, uint32_t n,
+                   int32_t *out)
+{
+    int seq = vkpt_runner_seq_open(r);
+    assert_true(seq >= 0);
+    vkpt_step_out so;
+    uint32_t n_out;
+    vkpt_step_seq s = {
+        .seq = seq, .tokens = prompt, .n_tokens = n_prompt, .want_logits = true, .temperature = 1};
+    assert_int_equal(vkpt_runner_step(r, &s, 1, &so, 1, &n_out), 0);
+    for (uint32_t i = 0; i < n; i++) {
+        out[i] = so.cand_id[0];
+        if (i + 1 == n) break;
+        s.tokens = &out[i];
+        s.n_tokens = 1;
+        int err = vkpt_runner_step(r, &s, 1, &so, 1, &n_out);
+        if (err) fail_msg("step %u: %s", i, vkpt_errmsg(err));
+    }
+    vkpt_runner_seq_close(r, seq);
+}
+
+static void stories260k_greedy_matches_llama2c(void **state)
+{
+    vkpt_model *m = load(state, MODELS "/stories260K/stories260K.gguf");
+    size_t size;
+    char *ref = vkpt_test_read_file(MODELS "/stories260K/expected-greedy-ids.txt", &size);
+    assert_non_null(ref);
+    /* the first run's IDS line: 200 next-token ids after BOS */
+    char *ids_line = strstr(ref, "\nIDS ");
+    assert_non_null(ids_line);
+    int32_t want[200];
+    char *p = ids_line + 5;
+    for (int i = 0; i < 200; i++) want[i] = (int32_t)strtol(p, &p, 10);
+    vkpt_runner_opts ro = {.n_ctx = 256, .max_seqs = 1, .max_step_tokens = 64};
+    vkpt_runner *r;
+    assert_int_equal(vkpt_runner_create(m, &ro, &r), 0);
+    /* llama2.c forces the prompt tokens and takes argmax after: feed BOS and
+     * compare every argmax, prompt positions included */
+    int32_t got[200];
+    int32_t bos = 1;
+    greedy(r, &bos, 1, 200, got);
+    for (int i = 0; i < 200; i++)
+        if (got[i] != want[i]) fail_msg("token %d: got %d, llama2.c chose %d", i, got[i], want[i]);
+
+    /* logits at positions 0..2 (run.c prints them with %f: 1e-6 steps) */
+    int seq = vkpt_runner_seq_open(r);
+    const int32_t toks[3] = {1, 403, 407};
+    static const float first8[3][8] = {{-6.222911f, 8.404342f, -6.223737f, -6.222542f, -6.221951f,
+                                        -6.222875f, -6.221880f, -6.223416f},
+                                       {-9.589458f, 3.841276f, -9.590532f, -9.589193f, -9.588642f,
+                                        -9.590147f, -9.588483f, -9.590077f},
+                                       {-12.141099f, 1.776247f, -12.142951f, -12.141023f,
+                                        -12.140549f, -12.142582f, -12.139871f, -12.141809f}};
+    float row[512];
+    for (int pos = 0; pos < 3; pos++) {
+        vkpt_step_seq s = {
+            .seq = seq, .tokens = &toks[pos], .n_tokens = 1, .want_logits = true, .temperature = 1};
+        vkpt_step_out so;
+        uint32_t n_out;
+        assert_int_equal(vkpt_runner_step(r, &s, 1, &so, 1, &n_out), 0);
+        assert_int_equal(vkpt_runner_logits_row(r, 0, row), 0);
+        /* run.c keeps K/V in f32, vkpt in f16: at position 0 attention returns
+         * f16(v) exactly (2^-11 relative), which moves logits of magnitude
+         * ~10 by up to ~1e-4; 3e-4 leaves margin */
+        for (int i = 0; i < 8; i++)
+            if (fabsf(row[i] - first8[pos][i]) > 3e-4f)
+                fail_msg("pos %d logit %d: %.6f vs run.c %.6f", pos, i, row[i], first8[pos][i]);
+    }
+    vkpt_runner_destroy(r);
+    vkpt_model_destroy(m);
+    free(ref);
+}
+
+/* ---- Hugging Face fixtures -------------------------------------------------------- */
+
+typedef struct golden_case {
+    int32_t ids[64];
+    uint32_t n;
+    int32_t greedy[24];
+    float *logits; /* [n][vocab] */
+} golden_case;
+
+static int read_golden(const char *dir, golden_case *cases, int max, uint32_t vocab)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/golden.json", dir);
+    char *txt = vkpt_test_read_file(path, NULL);
+    assert_non_null(txt);
+    cJSON *g = cJSON_Parse(txt);
+    free(txt);
+    const cJSON *cs = cJSON_GetObjectItem(g, "cases"), *c;
+    int n = 0;
+    cJSON_ArrayForEach(c, cs)
+    {
+        assert_true(n < max);
+        golden_case *gc = &cases[n++];
+        const cJSON *ids = cJSON_GetObjectItem(c, "input_ids"),
+                    *gr = cJSON_GetObjectItem(c, "greedy_24");
+        gc->n = (uint32_t)cJSON_GetArraySize(ids);
+        assert_true(gc->n <= 64);
+        for (uint32_t i = 0; i < gc->n; i++) gc->ids[i] = cJSON_GetArrayItem(ids, (int)i)->valueint;
+        for (int i = 0; i < 24; i++) gc->greedy[i] = cJSON_GetArrayItem(gr, i)->valueint;
+        snprintf(path, sizeof path, "%s/%s", dir,
+                 cJSON_GetObjectItem(c, "logits_file")->valuestring);
+        size_t size;
+        gc->logits = vkpt_test_read_file(path, &size);
+        assert_non_null(gc->logits);
+        assert_int_equal(size, (size_t)gc->n * vocab * 4);
+    }
+    cJSON_Delete(g);
+    return n;
+}
+
+/* Logits of every position of `ids` (one prefill with all rows out). */
+static void all_logits(vkpt_runner *r, const int32_t *ids, uint32_t n, float *out, uint32_t vocab)
+{
+    int seq = vkpt_runner_seq_open(r);
+    vkpt_step_out *so = calloc(n, sizeof *so);
+    uint32_t n_out;
+    vkpt_step_seq s = {
+        .seq = seq, .tokens = ids, .n_tokens = n, .want_all_logits = true, .temperature = 1};
+    int err = vkpt_runner_step(r, &s, 1, so, n, &n_out);
+    if (err) fail_msg("prefill: %s", vkpt_errmsg(err));
+    assert_int_equal(n_out, n);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(vkpt_runner_logits_row(r, i, out + (size_t)i * vocab), 0);
+    free(so);
+    vkpt_runner_seq_close(r, seq);
+}
+
+/* Top-1/top-2 gap of a reference row: argmax is compared only where the gap
+ * is clearly larger than the error bound (the fixtures' README asks this). */
+static float top_gap(const float *row, uint32_t n, int32_t *arg)
+{
+    float a = -INFINITY, b = -INFINITY;
+    int32_t ai = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (row[i] > a) {
+            b = a;
+            a = row[i];
+            ai = (int32_t)i;
+        } else if (row[i] > b) {
+            b = row[i];
+        }
+    }
+    *arg = ai;
+    return a - b;
+}
+
+/* Check a model against a fixture folder: max-abs logits error <= bound
+ * (scaled by the logits' magnitude: the error is relative, from f16 K/V and
+ * quantized weights) and greedy_24 equal (only when check_greedy). Returns
+ * the max error seen, in units of the scale. */
+static double check_fixture(void **state, const char *model_path, const char *fixture, double bound,
+                            bool check_greedy)
+{
+    vkpt_model *m = load(state, model_path);
+    uint32_t V = vkpt_model_get_info(m)->n_vocab;
+    golden_case cases[8];
+    int nc = read_golden(fixture, cases, 8, V);
+    vkpt_runner_opts ro = {.n_ctx = 128, .max_seqs = 4, .max_step_tokens = 64, .all_logits = true};
+    vkpt_runner *r;
+    int err = vkpt_runner_create(m, &ro, &r);
+    if (err) fail_msg("%s: %s", model_path, vkpt_errmsg(err));
+    double worst = 0;
+    for (int c = 0; c < nc; c++) {
+        golden_case *gc = &cases[c];
+        float *got = malloc((size_t)gc->n * V * 4);
+        all_logits(r, gc->ids, gc->n, got, V);
+        double scale = 1;
+        for (size_t i = 0; i < (size_t)gc->n * V; i++)
+            if (fabs(gc->logits[i]) / 4 > scale) scale = fabs(gc->logits[i]) / 4;
+        for (uint32_t t = 0; t < gc->n; t++) {
+            double e =
+                vkpt_test_max_abs(got + (size_t)t * V, gc->logits + (size_t)t * V, V) / scale;
+            if (e > worst) worst = e;
+            int32_t ref_arg;
+            float gap = top_gap(gc->logits + (size_t)t * V, V, &ref_arg);
+            if (gap > 2 * bound * scale) {
+                int32_t got_arg;
+                top_gap(got + (size_t)t * V, V, &got_arg);
+                if (got_arg != ref_arg)
+                    fail_msg("%s case %d pos %u: argmax %d, transformers %d (gap %.4f)", model_path,
+                             c, t, got_arg, ref_arg, gap);
+            }
+        }
+        if (worst > bound)
+            fail_msg("%s case %d: max |logit error| %.3g > %.3g", model_path, c, worst, bound);
+        if (check_greedy) {
+            int32_t gen[24];
+            greedy(r, gc->ids, gc->n, 24, gen);
+            for (int i = 0; i < 24; i++)
+                if (gen[i] != gc->greedy[i])
+                    fail_msg("%s case %d: greedy token %d is %d, transformers %d", model_path, c, i,
+                             gen[i], gc->greedy[i]);
+        }
+        free(got);
+        free(gc->logits);
+    }
+    vkpt_runner_destroy(r);
+    vkpt_model_destroy(m);
+    return worst;
+}
+
+static void hf_fixture(void **state, const char *name)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, HF "/%s", name);
+    /* f32 weights, f32 arithmetic in another order, f16 KV cache: the f16
+     * rounding of K/V (2^-11 relative) dominates; 2e-3 (for logits of
+     * magnitude up to 4, proportionally more above) holds with margin */
+    double e = check_fixture(state, dir, dir, 2e-3, true);
+    fprintf(stderr, "# %s: max |logit - transformers| = %.3g\n", name, e);
+}
+
+static void hf_llama_matches_transformers(void **state)
+{
+    hf_fixture(state, "llama");
+}
+static void hf_llama_tied_matches_transformers(void **state)
+{
+    hf_fixture(state, "llama_tied");
+}
+static void hf_qwen2_matches_transformers(void **state)
+{
+    hf_fixture(state, "qwen2");
+}
+static void hf_qwen3_matches_transformers(void **state)
+{
+    hf_fixture(state, "qwen3");
+}
+
+/* vkpt quantize, then compare with the f32 golden logits under bounds
+ * measured for each format (the bound is the format's error, not vkpt's). */
+static void hf_quantized_stay_within_bounds(void **state)
+{
+    static const struct {
+        const char *type;
+        double bound;
+    } types[] = {{"F16", 5e-3}, {"Q8_0", 6e-2}, {"Q4_K_M", 0.6}};
+    static const char *fixtures[] = {"llama", "qwen2", "qwen3", "llama_tied"};
+    for (size_t f = 0; f < 4; f++)
+        for (size_t t = 0; t < 3; t++) {
+            char dir[512], out[256];
+            snprintf(dir, sizeof dir, HF "/%s", fixtures[f]);
+            snprintf(out, sizeof out, "/tmp/vkpt-test-%s-%s-%d.gguf", fixtures[f], types[t].type,
+                     (int)getpid());
+            int err = vkpt_quantize_file(dir, out, types[t].type, 2, false);
+            if (err) fail_msg("quantize %s %s: %s", fixtures[f], types[t].type, vkpt_errmsg(err));
+            double e = check_fixture(state, out, dir, types[t].bound, false);
+            fprintf(stderr, "# %s %s: max |logit - transformers f32| = %.3g (bound %.3g)\n",
+                    fixtures[f], types[t].type, e, types[t].bound);
+            unlink(out);
+        }
+}
+
+/* The golden cases as one batch: four sequences in one step, then decoding
+ * together. Every logit must equal the same request alone, bit for bit. */
+static void batching_does_not_change_results(void **state)
+{
+    vkpt_model *m = load(state, HF "/qwen2");
+    uint32_t V = vkpt_model_get_info(m)->n_vocab;
+    golden_case cases[8];
+    int nc = read_golden(HF "/qwen2", cases, 8, V);
+    vkpt_runner_opts ro = {
+        .n_ctx = 128, .max_seqs = 8, .max_step_tokens = 128, .batch_invariant = true};
+    vkpt_runner *r;
+    assert_int_equal(vkpt_runner_create(m, &ro, &r), 0);
+    int32_t alone[8][24], together[8][24];
+    for (int c = 0; c < nc; c++) greedy(r, cases[c].ids, cases[c].n, 24, alone[c]);
+    int seqs[8];
+    vkpt_step_seq s[8];
+    vkpt_step_out so[8];
+    uint32_t n_out;
+    for (int c = 0; c < nc; c++) {
+        seqs[c] = vkpt_runner_seq_open(r);
+        s[c] = (vkpt_step_seq){.seq = seqs[c],
+                               .tokens = cases[c].ids,
+                               .n_tokens = cases[c].n,
+                               .want_logits = true,
+                               .temperature = 1};
+    }
+    assert_int_equal(vkpt_runner_step(r, s, (uint32_t)nc, so, 8, &n_out), 0);
+    for (int i = 0; i < 24; i++) {
+        for (int c = 0; c < nc; c++) {
+            together[c][i] = so[c].cand_id[0];
+            s[c].tokens = &together[c][i];
+            s[c].n_tokens = 1;
+        }
+        if (i < 23) assert_int_equal(vkpt_runner_step(r, s, (uint32_t)nc, so, 8, &n_out), 0);
+    }
+    for (int c = 0; c < nc; c++) {
+        assert_memory_equal(alone[c], together[c], sizeof alone[c]);
+        free(cases[c].logits);
+    }
+    vkpt_runner_destroy(r);
+    vkpt_model_destroy(m);
+}
+
+static void model_load_errors_are_clear(void **state)
+{
+    vkpt_model *m = NULL;
+    vkpt_model_opts o = VKPT_MODEL_OPTS_DEFAULT;
+    o.progress = false;
+    int err = vkpt_model_load(vkpt_test_dev(state), "/nonexistent/model.gguf", &o, &m);
+    assert_int_equal(err, VKPT_ENOTFOUND);
+    assert_non_null(strstr(vkpt_errmsg(err), "/nonexistent/model.gguf"));
+    /* a GGUF cut in the middle of its tensor data */
+    size_t size;
+    char *data = vkpt_test_read_file(MODELS "/stories260K/stories260K.gguf", &size);
+    char path[] = "/tmp/vkpt-trunc-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(write(fd, data, size / 2) == (ssize_t)(size / 2));
+    close(fd);
+    err = vkpt_model_load(vkpt_test_dev(state), path, &o, &m);
+    assert_int_equal(err, VKPT_EFORMAT);
+    assert_non_null(strstr(vkpt_errmsg(err), "beyond the end of the file"));
+    unlink(path);
+    free(data);
+}
+
+#define T(fn) cmocka_unit_test_teardown(fn, vkpt_test_check_validation)
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(stories260k_greedy_matches_llama2c), T(hf_llama_matches_transformers),
+        T(hf_llama_tied_matches_transformers), T(hf_qwen2_matches_transformers),
+        T(hf_qwen3_matches_transformers),      T(hf_quantized_stay_within_bounds),
+        T(batching_does_not_change_results),   T(model_load_errors_are_clear),
+    };
+    return cmocka_run_group_tests(tests, vkpt_test_gpu_setup, vkpt_test_gpu_teardown);
+}
