@@ -65,12 +65,15 @@ void main()
         float m = subgroupMax(bv);
         uint mi = subgroupMin(bv == m ? bi : 0xffffffffu);
         barrier();
-        if (subgroupElect()) {
-            s_v[gl_SubgroupID] = m;
+        /* the winning lane stores its own value: subgroupMax may give +0 for -0 */
+        if (mi == 0xffffffffu ? subgroupElect() : bi == mi) {
+            s_v[gl_SubgroupID] = mi == 0xffffffffu ? m : bv;
             s_i[gl_SubgroupID] = mi;
         }
         barrier();
         if (lid == 0u) {
+            m = s_v[0];
+            mi = s_i[0];
             for (uint k = 1; k < gl_NumSubgroups; k++)
                 if (better(s_v[k], s_i[k], m, mi)) {
                     m = s_v[k];
