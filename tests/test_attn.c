@@ -197,6 +197,19 @@ static void attn_every_supported_head_dim(void **state)
         batch_run(dev, &c, &b, "head dims");
         batch_free(&b);
     }
+    /* a device with Vulkan's minimum 16 KiB of shared memory gets smaller tiles */
+    uint32_t had = dev->caps.max_shared_memory;
+    dev->caps.max_shared_memory = 16384;
+    static const uint32_t dims16[] = {256, 128};
+    for (size_t i = 0; i < 2; i++) {
+        vkpt_attn_params p = {.n_head = 8, .n_kv_head = 1, .head_dim = dims16[i]};
+        batch b;
+        batch_make(&b, &r, &p, small, sizeof small / sizeof small[0], 0);
+        vkpt_attn_plan plan = batch_run(dev, &c, &b, "16 KiB shared memory");
+        assert_true(plan.prefill.keys * plan.prefill.rows < 32 * 64);
+        batch_free(&b);
+    }
+    dev->caps.max_shared_memory = had;
     vkpt_cmd_free(&c);
 }
 

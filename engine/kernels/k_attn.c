@@ -35,11 +35,14 @@ static uint32_t smem_budget(const vkpt_device *dev)
     return s < SMEM_CAP ? s : SMEM_CAP;
 }
 
-/* Prefill: BK = 32 keys (two cache blocks); the most rows that fit, packed
- * as (tokens x heads of one kv group). */
+/* Prefill: BK = 32 keys (two cache blocks; one block on devices with the
+ * minimum 16 KiB of shared memory); the most rows that fit, packed as
+ * (tokens x heads of one kv group). */
 static int choose_prefill(const vkpt_device *dev, uint32_t d, uint32_t group, vkpt_attn_path *pp)
 {
     uint32_t bk = 32, mmax = 64;
+    while (mmax > 8 && attn_smem(mmax, bk, d) > smem_budget(dev)) mmax /= 2;
+    if (attn_smem(mmax, bk, d) > smem_budget(dev)) bk = 16;
     while (mmax > 1 && attn_smem(mmax, bk, d) > smem_budget(dev)) mmax /= 2;
     if (attn_smem(mmax, bk, d) > smem_budget(dev))
         return vkpt_fail(VKPT_EUNSUPPORTED, "attention: head_dim %u needs more shared memory", d);
