@@ -8,7 +8,9 @@
 
 #define VKPT_CMD_LIST(X)                                     \
     X(devices, "list Vulkan devices and their capabilities") \
-    X(bench, "benchmarks: memory bandwidth (more to come)")
+    X(bench, "benchmarks: memory bandwidth (more to come)")  \
+    X(tokenize, "text to token ids and back (JSON lines)")   \
+    X(template, "render a model's chat template")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 VKPT_CMD_LIST(X)
