@@ -18,6 +18,9 @@
  * too many or too few, a wrong mask edge or a wrong head moves outputs by
  * >= 1e-3. */
 static const double ATTN_TOL = 2e-5;
+/* The cooperative-matrix prefill (GPUs only) rounds Q and P to f16: each
+ * adds ~2^-11 relative to the logits and weights, ~1e-3 in the output. */
+static const double ATTN_TOL_COOPMAT = 4e-3;
 
 typedef struct batch {
     vkpt_attn_params p;
@@ -139,7 +142,14 @@ static vkpt_attn_plan batch_run(vkpt_device *dev, vkpt_cmd *c, const batch *b, c
             if (memcmp(&got[i], &want[i], 4)) fail_msg("%s: row %u (no sequence) written", what, r);
             continue;
         }
-        if (!(fabs((double)got[i] - want[i]) <= ATTN_TOL))
+        bool prefill_row = false;
+        for (uint32_t s = 0; s < b->n_seqs; s++)
+            prefill_row |= b->seqs[s].q_len > 1 && r >= b->seqs[s].q_start &&
+                           r < b->seqs[s].q_start + b->seqs[s].q_len;
+        double tol = prefill_row && plan.prefill.variant == VKPT_V_attn_prefill_f16kv_coopmat
+                         ? ATTN_TOL_COOPMAT
+                         : ATTN_TOL;
+        if (!(fabs((double)got[i] - want[i]) <= tol))
             fail_msg("%s (heads %u/%u, d %u): row %u head %u dim %u: got %.7g want %.7g", what,
                      p->n_head, p->n_kv_head, p->head_dim, r, h, (uint32_t)(i % p->head_dim),
                      got[i], want[i]);
@@ -438,14 +448,88 @@ static void attn_plan_rejects_bad_batches(void **state)
     vkpt_cmd_free(&c);
 }
 
+/* The cooperative-matrix prefill is chosen exactly when it is allowed, the
+ * device has the shape it needs and head_dim suits it. Lavapipe has no
+ * cooperative matrices: its caps are dressed up here, and only plans are
+ * made. */
+static void attn_plan_picks_coopmat_only_when_caps_say_so(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    vkpt_device_caps saved = dev->caps;
+    vkpt_attn_seq seq = {0, 40, 40, 0};
+    uint32_t meta[256];
+    vkpt_attn_plan plan;
+    vkpt_attn_params p = {.n_head = 8, .n_kv_head = 2, .head_dim = 128, .coopmat = true};
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    bool compiled = vkpt_variants[VKPT_V_attn_prefill_f16kv_coopmat].spv != NULL;
+    dev->caps.coopmat_khr = true;
+    dev->caps.fp16 = true;
+    dev->caps.max_shared_memory = 49152;
+    dev->caps.n_coopmat_shapes = 1;
+    dev->caps.coopmat_shapes[0] =
+        (vkpt_coopmat_shape){16, 16, 16, VKPT_CT_F16, VKPT_CT_F16, VKPT_CT_F32, VKPT_CT_F32, 3};
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant,
+                     compiled ? VKPT_V_attn_prefill_f16kv_coopmat : VKPT_V_attn_prefill_f16kv);
+    if (compiled) {
+        assert_int_equal(plan.prefill.rows % 16, 0);
+        assert_int_equal(plan.prefill.n_items, (40 + plan.prefill.rows / plan.prefill.heads - 1) /
+                                                   (plan.prefill.rows / plan.prefill.heads));
+    }
+    assert_int_equal(plan.decode.variant, VKPT_V_attn_decode_f16kv);
+    p.coopmat = false; /* not allowed */
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    p.coopmat = true;
+    p.head_dim = 8; /* not a multiple of 16 */
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    p.head_dim = 128; /* only an f16 -> f16 shape: not usable */
+    dev->caps.coopmat_shapes[0].c = dev->caps.coopmat_shapes[0].result = VKPT_CT_F16;
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    dev->caps = saved;
+}
+
+/* On a device with cooperative matrices, the coopmat prefill against the
+ * reference (bound ATTN_TOL_COOPMAT for its rows). Skipped elsewhere. */
+static void attn_coopmat_prefill_matches_reference(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    vkpt_attn_params probe = {.n_head = 8, .n_kv_head = 2, .head_dim = 64, .coopmat = true};
+    vkpt_attn_seq seq = {0, 40, 40, 0};
+    uint32_t meta[256];
+    vkpt_attn_plan plan;
+    assert_int_equal(vkpt_attn_plan_make(dev, &probe, &seq, 1, meta, 256, &plan), 0);
+    if (plan.prefill.variant != VKPT_V_attn_prefill_f16kv_coopmat) skip();
+    vkpt_cmd c;
+    assert_int_equal(vkpt_cmd_init(dev, 0, &c), 0);
+    vkpt_test_rng r;
+    vkpt_test_rng_init(&r, 700);
+    static const uint32_t cfg[][3] = {
+        {8, 2, 64}, {4, 4, 128}, {16, 2, 16}, {6, 2, 256}, {8, 1, 80}};
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+        vkpt_attn_params p = {
+            .n_head = cfg[i][0], .n_kv_head = cfg[i][1], .head_dim = cfg[i][2], .coopmat = true};
+        batch b;
+        batch_make(&b, &r, &p, mixed, sizeof mixed / sizeof mixed[0], 0);
+        vkpt_attn_plan pl = batch_run(dev, &c, &b, "coopmat prefill");
+        assert_int_equal(pl.prefill.variant, VKPT_V_attn_prefill_f16kv_coopmat);
+        batch_free(&b);
+    }
+    vkpt_cmd_free(&c);
+}
+
 #define T(fn) cmocka_unit_test_teardown(fn, vkpt_test_check_validation)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(attn_kv_write_fills_the_right_slots), T(attn_mixed_batch_across_gqa_ratios),
-        T(attn_every_supported_head_dim),       T(attn_window_non_causal_softcap_and_scale),
-        T(attn_decode_splits_merge_exactly),    T(attn_step_end_to_end_against_f32_kv),
-        T(attn_plan_rejects_bad_batches),
+        T(attn_kv_write_fills_the_right_slots),    T(attn_mixed_batch_across_gqa_ratios),
+        T(attn_every_supported_head_dim),          T(attn_window_non_causal_softcap_and_scale),
+        T(attn_decode_splits_merge_exactly),       T(attn_step_end_to_end_against_f32_kv),
+        T(attn_plan_rejects_bad_batches),          T(attn_plan_picks_coopmat_only_when_caps_say_so),
+        T(attn_coopmat_prefill_matches_reference),
     };
     return cmocka_run_group_tests(tests, vkpt_test_gpu_setup, vkpt_test_gpu_teardown);
 }

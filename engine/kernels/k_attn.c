@@ -35,11 +35,52 @@ static uint32_t smem_budget(const vkpt_device *dev)
     return s < SMEM_CAP ? s : SMEM_CAP;
 }
 
+/* shared memory of attn_cm.comp (padded strides, see the shader) */
+static uint64_t attn_cm_smem(uint32_t m, uint32_t bk, uint32_t d)
+{
+    return (uint64_t)m * (d + 8) * 2 + (uint64_t)bk * (d + 8) * 2 + (uint64_t)m * (bk + 4) * 4 +
+           (uint64_t)m * (bk + 8) * 2 + (uint64_t)m * (d + 4) * 4 + 12ull * m;
+}
+
+/* The cooperative-matrix prefill runs 16x16x16 f16 x f16 -> f32 products
+ * in subgroup scope: usable when this build compiled it and the device
+ * lists that shape. Its f32 O tile makes it want more shared memory: up to
+ * 48 KiB, what NVIDIA and AMD give a workgroup without opting in. */
+static bool coopmat_prefill(const vkpt_device *dev, const vkpt_attn_params *p, uint32_t group,
+                            vkpt_attn_path *pp)
+{
+    uint32_t d = p->head_dim;
+    if (!p->coopmat || d % 16 || !vkpt_variant_usable(dev, VKPT_V_attn_prefill_f16kv_coopmat))
+        return false;
+    bool shape = false;
+    for (uint32_t i = 0; i < dev->caps.n_coopmat_shapes; i++) {
+        const vkpt_coopmat_shape *c = &dev->caps.coopmat_shapes[i];
+        shape |= c->m == 16 && c->n == 16 && c->k == 16 && c->a == VKPT_CT_F16 &&
+                 c->b == VKPT_CT_F16 && c->c == VKPT_CT_F32 && c->result == VKPT_CT_F32 &&
+                 c->scope == 3 /* subgroup */;
+    }
+    uint32_t budget = dev->caps.max_shared_memory < 49152 ? dev->caps.max_shared_memory : 49152;
+    uint32_t m = 64, bk = 32;
+    while (m > 16 && attn_cm_smem(m, bk, d) > budget) m /= 2;
+    if (!shape || attn_cm_smem(m, bk, d) > budget) return false;
+    pp->variant = VKPT_V_attn_prefill_f16kv_coopmat;
+    pp->heads = group < m ? group : m;
+    pp->rows = m; /* rows past heads * (m / heads) are idle: m stays a multiple of 16 */
+    pp->keys = bk;
+    pp->n_hsplit = (group + pp->heads - 1) / pp->heads;
+    pp->wg = ATTN_WG;
+    return true;
+}
+
 /* Prefill: BK = 32 keys (two cache blocks; one block on devices with the
  * minimum 16 KiB of shared memory); the most rows that fit, packed as
  * (tokens x heads of one kv group). */
-static int choose_prefill(const vkpt_device *dev, uint32_t d, uint32_t group, vkpt_attn_path *pp)
+static int choose_prefill(const vkpt_device *dev, const vkpt_attn_params *p, uint32_t group,
+                          vkpt_attn_path *pp)
 {
+    uint32_t d = p->head_dim;
+    if (coopmat_prefill(dev, p, group, pp)) return 0;
+    pp->variant = VKPT_V_attn_prefill_f16kv;
     uint32_t bk = 32, mmax = 64;
     while (mmax > 8 && attn_smem(mmax, bk, d) > smem_budget(dev)) mmax /= 2;
     if (attn_smem(mmax, bk, d) > smem_budget(dev)) bk = 16;
@@ -59,6 +100,7 @@ static int choose_prefill(const vkpt_device *dev, uint32_t d, uint32_t group, vk
  * tiles keep the invocations busy when there are few rows. */
 static int choose_decode(const vkpt_device *dev, uint32_t d, uint32_t group, vkpt_attn_path *pp)
 {
+    pp->variant = VKPT_V_attn_decode_f16kv;
     uint32_t gh = group < 16 ? group : 16;
     uint32_t bk = gh <= 2 ? 128 : 64;
     while (bk > 16 && attn_smem(gh, bk, d) > smem_budget(dev)) bk /= 2;
@@ -122,7 +164,7 @@ int vkpt_attn_plan_make(const vkpt_device *dev, const vkpt_attn_params *p,
     plan->p = *p;
     if (plan->p.scale == 0.0f) plan->p.scale = (float)(1.0 / sqrt((double)d));
     uint32_t group = p->n_head / p->n_kv_head;
-    int err = choose_prefill(dev, d, group, &plan->prefill);
+    int err = choose_prefill(dev, p, group, &plan->prefill);
     if (!err) err = choose_decode(dev, d, group, &plan->decode);
     if (err) return err;
     plan->n_seqs = n_seqs;
@@ -272,7 +314,7 @@ int vkpt_k_attn(vkpt_cmd *c, const vkpt_attn_plan *plan, const vkpt_attn_bufs *b
                          (unsigned long long)plan->scratch_bytes);
     if (plan->prefill.n_items) {
         vkpt_buf bufs[6] = {b->meta, b->block_table, b->q.buf, b->k_cache, b->v_cache, b->out};
-        int err = launch_path(c, plan, &plan->prefill, VKPT_V_attn_prefill_f16kv, &b->q, bufs, 6,
+        int err = launch_path(c, plan, &plan->prefill, plan->prefill.variant, &b->q, bufs, 6,
                               (uint32_t)n_blocks);
         if (err) return err;
     }
@@ -281,7 +323,7 @@ int vkpt_k_attn(vkpt_cmd *c, const vkpt_attn_plan *plan, const vkpt_attn_bufs *b
         vkpt_buf ml = vkpt_buf_view(&b->scratch, plan->scratch_ml_off,
                                     plan->scratch_bytes - plan->scratch_ml_off);
         vkpt_buf bufs[7] = {b->meta, b->block_table, b->q.buf, b->k_cache, b->v_cache, acc, ml};
-        int err = launch_path(c, plan, &plan->decode, VKPT_V_attn_decode_f16kv, &b->q, bufs, 7,
+        int err = launch_path(c, plan, &plan->decode, plan->decode.variant, &b->q, bufs, 7,
                               (uint32_t)n_blocks);
         if (err) return err;
         vkpt_spec spec = {.v = {64}, .n = 1, .elems = {1, 1, 1}};

@@ -14,7 +14,11 @@
  * caller array; the caller uploads those words (a mapped buffer, no
  * allocation per step) and calls vkpt_k_attn, which records
  *   - attn_prefill_f16kv over every prefill sequence (tiles of query rows
- *     x the q heads of one kv head), one dispatch;
+ *     x the q heads of one kv head), one dispatch; on devices with KHR
+ *     cooperative matrices (a 16x16x16 f16 -> f32 subgroup shape) and
+ *     head_dim % 16 == 0, attn_prefill_f16kv_coopmat instead when
+ *     params.coopmat allows it (Q and P rounded to f16: ~1e-3 less
+ *     accurate; not yet run on hardware);
  *   - attn_decode_f16kv over every decode sequence, split-K over its context
  *     into partial (max, sum, acc) results, one dispatch; a barrier; and
  *     attn_reduce_f32 combining the splits, one dispatch.
@@ -49,10 +53,15 @@ typedef struct vkpt_attn_params {
     uint32_t window;    /* 0: off; causal rows see only the last `window` positions */
     bool non_causal;    /* encoders: every row sees all kv_len positions */
     uint32_t split_len; /* decode keys per split (multiple of 16); 0: chosen by the plan */
+    /* Allow the cooperative-matrix prefill where the caps permit it. Opt-in
+     * while it has not run on hardware; it also needs the device created
+     * with the vulkanMemoryModel feature (its SPIR-V uses that model). */
+    bool coopmat;
 } vkpt_attn_params;
 
 /* Kernel shape chosen for one path (prefill or decode). */
 typedef struct vkpt_attn_path {
+    int variant;        /* VKPT_V_attn_* the path runs */
     uint32_t n_items;   /* work items (prefill: query tiles; decode: splits) */
     uint32_t items_off; /* u32 offset of the item list in the metadata */
     uint32_t wg;        /* invocations per workgroup */
