@@ -9,7 +9,8 @@
  * re-read from cache. Per unit the weights are loaded and unpacked once per
  * row, then dotted with each token's activations; scales (and mins) apply
  * once per 16-element segment. Partial sums are reduced across the
- * workgroup through shared memory, or subgroupAdd (SUBGROUP).
+ * workgroup with subgroupAdd and one shared-memory pass (SUBGROUP), or
+ * through shared memory alone.
  *
  * INTDOT: activations come quantized (vkpt_k_quantize_act: int8 per element
  * packed 4 to a word, one f32 scale per 32) and each segment is 4 packed
@@ -29,9 +30,18 @@
 #extension GL_EXT_integer_dot_product : require
 #endif
 
+#ifdef WG_FIXED
+/* a fixed size: Vulkan 1.3 SPIR-V would express a specialized one with
+ * LocalSizeId, which needs the maintenance4 feature */
+layout(local_size_x = WG_FIXED) in;
+const uint WG = WG_FIXED;
+#else
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64; /* a power of two */
+#endif
 layout(constant_id = 1) const uint ROWS = 2;
+/* token slots: the launcher rounds n_tok up to 1, 2, 4 or 8 (fewer
+ * pipelines); slots past pc.n_tok are skipped */
 layout(constant_id = 2) const uint NTOK = 1;
 /* float formats: rows are 16-byte aligned and K % (4 or 8) == 0, so units
  * are read as uvec4 (set by the launcher; else element-wise with bounds) */
@@ -93,6 +103,7 @@ void accumulate(uint row0)
                 vec4 wa, wb;
                 float_unit(rb, u, wa, wb);
                 for (uint t = 0u; t < NTOK; t++) {
+                    if (t >= pc.n_tok) break;
                     uint xb = (pc.x_off + t * K + u * FU) >> 2;
                     float s = dot(wa, x4[xb]);
                     if (FU == 8u) s += dot(wb, x4[xb + 1u]);
@@ -103,7 +114,7 @@ void accumulate(uint row0)
                     uint k = u * FU + i;
                     if (k >= K) break;
                     float w = w_elem(rb, k);
-                    for (uint t = 0u; t < NTOK; t++)
+                    for (uint t = 0u; t < NTOK && t < pc.n_tok; t++)
                         acc[r * NTOK + t] += w * x1[pc.x_off + t * K + k];
                 }
             }
@@ -126,6 +137,7 @@ void accumulate(uint row0)
             unit_load(bb, ui, qa, qb, so);
 #ifdef INTDOT
             for (uint t = 0u; t < NTOK; t++) {
+                    if (t >= pc.n_tok) break;
                 uint xb = pc.x_off + t * (K >> 2);
                 uvec4 xa = xq4[(xb + (k0 >> 2)) >> 2];
                 uvec4 xc = xq4[(xb + (k1 >> 2)) >> 2];
@@ -161,6 +173,7 @@ void accumulate(uint row0)
             vec4 c0 = bytes_f(qb.x), c1 = bytes_f(qb.y), c2 = bytes_f(qb.z), c3 = bytes_f(qb.w);
 #endif
             for (uint t = 0u; t < NTOK; t++) {
+                    if (t >= pc.n_tok) break;
                 uint xa = (pc.x_off + t * K + k0) >> 2, xc = (pc.x_off + t * K + k1) >> 2;
                 vec4 xa0 = x4[xa], xa1 = x4[xa + 1u], xa2 = x4[xa + 2u], xa3 = x4[xa + 3u];
                 vec4 xc0 = x4[xc], xc1 = x4[xc + 1u], xc2 = x4[xc + 2u], xc3 = x4[xc + 3u];
@@ -195,19 +208,16 @@ void main()
     barrier();
     const uint nparts = gl_NumSubgroups;
 #else
+    /* one barrier, then each output sums its WG partials: no subgroups here
+     * means no fast path to protect, and every barrier costs (lavapipe
+     * splits the shader into coroutines at each) */
     for (uint i = 0u; i < NACC; i++) red[i * WG + tid] = acc[i];
     barrier();
-    /* WG is a power of two (the launcher guarantees it) */
-    for (uint h = WG >> 1; h > 0u; h >>= 1) {
-        if (tid < h)
-            for (uint i = 0u; i < NACC; i++) red[i * WG + tid] += red[i * WG + tid + h];
-        barrier();
-    }
-    const uint nparts = 1u;
+    const uint nparts = WG;
 #endif
     for (uint i = tid; i < NACC; i += WG) {
         uint r = i / NTOK, t = i % NTOK, row = row0 + r;
-        if (row >= pc.M) continue;
+        if (row >= pc.M || t >= pc.n_tok) continue;
         float s = 0.0;
         for (uint p = 0u; p < nparts; p++) s += red[i * WG + p];
         if ((pc.flags & 1u) != 0u) s += bias[pc.b_off + row];

@@ -67,7 +67,7 @@ static const mm_tune k_tune[] = {
     {0x10de, 128, 4, 64, 64}, /* NVIDIA: 4 warps stream 4 rows each */
     {0x1002, 64, 4, 64, 64},  /* AMD: one wave64 */
     {0x8086, 32, 4, 64, 64},  /* Intel */
-    {0x10005, 32, 4, 64, 32}, /* Mesa lavapipe: a workgroup is one CPU thread's loop */
+    {0x10005, 32, 1, 64, 32}, /* Mesa lavapipe: a workgroup is one CPU thread's loop */
     {0, 64, 4, 64, 64},
 };
 
@@ -256,9 +256,13 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
     const bool aligned = matvec ? !is_float_type(a->wtype) ||
                                       (K % fu == 0 && a->w.off % 16 == 0 && a->x.off % 16 == 0)
                                 : K % 4 == 0 && a->x.off % 16 == 0;
-    uint32_t mv_wg = tn->mv_wg, mv_rows = mv_tok > 4 ? (tn->mv_rows + 1) / 2 : tn->mv_rows;
+    /* the intdot variants have a fixed workgroup of 64 (WG_FIXED) */
+    uint32_t mv_wg = intdot ? 64 : a->mv_wg ? a->mv_wg : tn->mv_wg;
+    uint32_t mv_rows = a->mv_rows ? a->mv_rows : mv_tok > 4 ? (tn->mv_rows + 1) / 2 : tn->mv_rows;
+    if (mv_wg & (mv_wg - 1))
+        return vkpt_fail(VKPT_EINVAL, "matmul: workgroup size %u is not a power of two", mv_wg);
     while (mv_wg > 1 && (mv_wg > dev->caps.max_wg_invocations ||
-                         (uint64_t)mv_wg * mv_rows * mv_tok * 4 > dev->caps.max_shared_memory))
+                         (uint64_t)mv_wg * mv_rows * 8 * 4 > dev->caps.max_shared_memory))
         mv_wg /= 2;
     const uint32_t wg_rows = matvec ? mv_rows : tn->mm_bm;
 
@@ -270,7 +274,8 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
         rows_c = (uint64_t)dev->caps.max_wg_count[0] * wg_rows;
     if (bmax / 4 < rows_c) rows_c = bmax / 4;
     if (rows_c > M) rows_c = M;
-    uint64_t tok_c = matvec ? mv_tok : bmax / xrow;
+    uint64_t tok_c = bmax / xrow;
+    if (matvec && tok_c > mv_tok) tok_c = mv_tok;
     if (!matvec && (uint64_t)dev->caps.max_wg_count[1] * tn->mm_bn < tok_c)
         tok_c = (uint64_t)dev->caps.max_wg_count[1] * tn->mm_bn;
     if (tok_c > a->n_tok) tok_c = a->n_tok;
@@ -280,11 +285,10 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
 
     for (uint64_t t0 = 0; t0 < a->n_tok; t0 += tok_c) {
         uint32_t nt = (uint32_t)(a->n_tok - t0 < tok_c ? a->n_tok - t0 : tok_c), d;
-        vkpt_spec spec;
-        if (matvec)
-            spec =
-                (vkpt_spec){.v = {mv_wg, mv_rows, nt, aligned}, .n = 4, .elems = {mv_rows, 1, 1}};
-        else
+        /* matvec token slots rounded up to 1, 2, 4, 8: fewer pipelines */
+        uint32_t slots = nt <= 2 ? nt : nt <= 4 ? 4 : 8;
+        vkpt_spec spec = {.v = {mv_wg, mv_rows, slots, aligned}, .n = 4, .elems = {mv_rows, 1, 1}};
+        if (!matvec)
             spec = (vkpt_spec){
                 .v = {tn->mm_bm, tn->mm_bn, aligned}, .n = 3, .elems = {tn->mm_bm, tn->mm_bn, 1}};
         const vkpt_pipeline *p;

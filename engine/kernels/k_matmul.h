@@ -56,6 +56,10 @@ typedef struct vkpt_mm_args {
     uint32_t y_stride; /* elements between token rows of y, >= M; 0 means M */
     vkpt_buf bias;     /* optional (.buf NULL if none): f32 [M], added to every row */
     int path;          /* enum vkpt_mm_path, normally VKPT_MM_AUTO */
+    /* tuning overrides for benchmarks and tests, 0 = the device's default:
+     * matvec workgroup size (a power of two; not the intdot kernels, fixed
+     * at 64) and rows per workgroup */
+    uint32_t mv_wg, mv_rows;
 } vkpt_mm_args;
 
 /* y[t][m] = sum_k W[m][k] * x[t][k] (+ bias[m]) for t < n_tok, m < M.

@@ -39,11 +39,17 @@ uint w_u16(uint o) /* o % 2 == 0 */
 {
     return (wq[o >> 2] >> ((o & 2u) * 8u)) & 0xFFFFu;
 }
+/* lo's high half and hi's low half when odd, else lo */
+uint funnel16(uint lo, uint hi, bool odd)
+{
+    return odd ? (lo >> 16) | (hi << 16) : lo;
+}
 uint w_u32a2(uint o) /* o % 2 == 0 */
 {
-    uint i = o >> 2;
-    if ((o & 2u) == 0u) return wq[i];
-    return (wq[i] >> 16) | (wq[i + 1u] << 16);
+    uint i = o >> 2, hi = 0u;
+    bool odd = (o & 2u) != 0u;
+    if (odd) hi = wq[i + 1u]; /* only then does the value reach into it */
+    return funnel16(wq[i], hi, odd);
 }
 uint w_u8(uint o)
 {
@@ -53,11 +59,15 @@ float w_f16(uint o)
 {
     return unpackHalf2x16(w_u16(o)).x;
 }
-uvec4 w_u128a2(uint o) /* 16 bytes at a 2-aligned offset */
+uvec4 w_u128a2(uint o) /* 16 bytes at a 2-aligned offset: 4 or 5 word loads */
 {
-    return uvec4(w_u32a2(o), w_u32a2(o + 4u), w_u32a2(o + 8u), w_u32a2(o + 12u));
+    uint i = o >> 2, e = 0u;
+    bool odd = (o & 2u) != 0u;
+    uint a = wq[i], b = wq[i + 1u], c = wq[i + 2u], d = wq[i + 3u];
+    if (odd) e = wq[i + 4u];
+    return uvec4(funnel16(a, b, odd), funnel16(b, c, odd), funnel16(c, d, odd),
+                 funnel16(d, e, odd));
 }
-
 /* The four bytes of a word as floats, unsigned or sign-extended. */
 vec4 bytes_f(uint w)
 {
