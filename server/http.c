@@ -221,11 +221,10 @@ void srv_conn_respond(srv_conn *c, int status, const char *ctype, const char *ex
     if (c->state == SRV_CONN_BUSY) conn_response_done(c);
 }
 
+/* OpenAI's error types: client errors are invalid_request_error (401 and
+ * 404 included), server errors server_error. */
 static const char *error_type(int status)
 {
-    if (status == 401) return "authentication_error";
-    if (status == 403) return "permission_error";
-    if (status == 404) return "not_found_error";
     if (status == 429) return "rate_limit_error";
     if (status >= 500) return "server_error";
     return "invalid_request_error";
