@@ -1492,7 +1492,9 @@ static jv *to_json(ctx *c, const jnode *at, const jv *v, const args *a)
     }
     vkpt__buf b = {0};
     int err = put_json(c, &b, v, &o, 0);
-    jv *r = err ? failf(c, at, "tojson: %s", vkpt_errmsg(err)) : mk_str(c, b.p ? b.p : "", b.n);
+    jv *r = err == VKPT_ENOMEM ? oom(c)
+            : err              ? failf(c, at, "tojson: %s", vkpt_errmsg(err))
+                               : mk_str(c, b.p ? b.p : "", b.n);
     vkpt__buf_free(&b);
     return r;
 }
@@ -1667,9 +1669,10 @@ static jv *apply_filter(ctx *c, const jnode *at, const jv *v, const args *a)
         if (!is_num(v)) return failf(c, at, "round needs a number");
         double x = num(v), p = pow(10, pr ? (double)inum(pr) : 0);
         const char *m = me && me->type == JV_STR ? me->u.s.p : "common";
-        double r = !strncmp(m, "ceil", 4)    ? ceil(x * p) / p
-                   : !strncmp(m, "floor", 5) ? floor(x * p) / p
-                                             : round(x * p) / p;
+        double r = !strncmp(m, "ceil", 4) ? ceil(x * p) / p
+                   : !strncmp(m, "floor", 5)
+                       ? floor(x * p) / p
+                       : nearbyint(x * p) / p; /* common: halves to even, as Python */
         return mk_float(c, r);
     }
     if (IS("wordcount")) {
@@ -1725,7 +1728,7 @@ static jv *apply_filter(ctx *c, const jnode *at, const jv *v, const args *a)
         if (v->type == JV_STR) {
             vkpt__buf b = {0};
             for (size_t i = l->u.l.n; i > 0; i--)
-                vkpt__buf_put(&b, l->u.l.v[i - 1]->u.s.p, l->u.l.v[i - 1]->u.s.n);
+                if (vkpt__buf_put(&b, l->u.l.v[i - 1]->u.s.p, l->u.l.v[i - 1]->u.s.n)) oom(c);
             jv *r = mk_str(c, b.p ? b.p : "", b.n);
             vkpt__buf_free(&b);
             return r;
@@ -2015,7 +2018,8 @@ static jv *binop(ctx *c, const jnode *n, jv *l, jv *r)
         if (k > 0 && s->u.s.n * (uint64_t)k > (64u << 20))
             return failf(c, n, "string repetition too long");
         vkpt__buf b = {0};
-        for (int64_t i = 0; i < k; i++) vkpt__buf_put(&b, s->u.s.p, s->u.s.n);
+        for (int64_t i = 0; i < k; i++)
+            if (vkpt__buf_put(&b, s->u.s.p, s->u.s.n)) oom(c);
         jv *v = mk_str(c, b.p ? b.p : "", b.n);
         vkpt__buf_free(&b);
         return v;
@@ -2174,6 +2178,7 @@ static jv *eval(ctx *c, const jnode *n)
     default: r = failf(c, n, "not an expression");
     }
     c->depth--;
+    if (!r && !c->err) oom(c); /* a helper ran out of memory without saying so */
     return c->err ? NULL : r;
 }
 
@@ -2302,6 +2307,7 @@ static int exec_body(ctx *c, const jnodes *body, frame *f)
         default: failf(c, n, "not a statement"); r = EX_ERR;
         }
         c->cur = saved;
+        if (r == EX_ERR && !c->err) oom(c); /* an output buffer could not grow */
         if (c->err) return EX_ERR;
         if (r) return r;
     }

@@ -587,7 +587,12 @@ static jnode *parse_primary(parser *p)
         /* adjacent string literals concatenate */
         vkpt__buf b = {0};
         while (peek(p)->type == TK_STRING) {
-            if (vkpt__buf_put(&b, peek(p)->s, peek(p)->n)) break;
+            if (vkpt__buf_put(&b, peek(p)->s, peek(p)->n)) {
+                vkpt__buf_free(&b);
+                p->err = vkpt_fail(VKPT_ENOMEM, "template");
+                p->depth--;
+                return NULL;
+            }
             p->i++;
         }
         r = literal(p, t, vkpt__jv_str(p->arena, b.p ? b.p : "", b.n));
@@ -752,6 +757,8 @@ static jnode *parse_postfix(parser *p, jnode *nd)
             p->i++;
             jnode *x = node(p, JN_CALL, t);
             if (!x) return NULL;
+            x->line = nd->line; /* errors point at the callee */
+            x->col = nd->col;
             nlist args = {0};
             if (!parse_args(p, &args)) return NULL;
             x->a = nd;

@@ -224,7 +224,9 @@ static int read_pre(vkpt_tokenizer *t, const cJSON *o, int depth)
         p.split = jbool(o, "split", true);
     } else if (!strcmp(type, "Whitespace")) {
         p.kind = VKPT__P_WHITESPACE;
-        static const char ws[] = "\\w+|[^\\w\\s]+";
+        /* \w+|[^\w\s]+ with the Rust regex crate's Unicode \w */
+        static const char ws[] = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_C}]+|"
+                                 "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_C}\\s]+";
         err = vkpt__re_compile(ws, sizeof ws - 1, &p.re);
     } else if (!strcmp(type, "WhitespaceSplit")) {
         p.kind = VKPT__P_WSPLIT;

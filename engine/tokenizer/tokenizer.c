@@ -261,11 +261,61 @@ static size_t trie_match(const vkpt_tokenizer *t, const vkpt__trie *tr, const ui
 
 /* ---- regexes ---------------------------------------------------------------------- */
 
+/* Hugging Face's tokenizers run these regexes with Oniguruma, whose \s is
+ * [\t-\r\x{85}\p{Z}] (PCRE2's UCP \s also matches U+180E) and whose \w is
+ * [\p{L}\p{M}\p{Nd}\p{Pc}] (PCRE2's lacks marks). Spell \s and \w (and \S,
+ * \W outside classes) out so both engines split the same text alike. */
+static int re_rewrite_classes(const char *p, size_t n, vkpt__buf *out)
+{
+    static const char sp[] = "\\t-\\r\\x{85}\\p{Z}", wd[] = "\\p{L}\\p{M}\\p{Nd}\\p{Pc}";
+    int depth = 0, err = 0; /* inside [...] */
+    for (size_t i = 0; i < n && !err; i++) {
+        char c = p[i];
+        if (c == '\\' && i + 1 < n) {
+            char e = p[i + 1];
+            const char *cls = e == 's' || e == 'S' ? sp : e == 'w' || e == 'W' ? wd : NULL;
+            if (cls && (e == 's' || e == 'w'))
+                err = depth ? vkpt__buf_puts(out, cls) : vkpt__buf_printf(out, "[%s]", cls);
+            else if (cls && !depth)
+                err = vkpt__buf_printf(out, "[^%s]", cls);
+            else
+                err = vkpt__buf_put(out, p + i, 2);
+            i++;
+            continue;
+        }
+        if (c == '[' && depth && i + 1 < n && p[i + 1] == ':') { /* POSIX class [:alpha:] */
+            const char *e = memmem(p + i, n - i, ":]", 2);
+            size_t k = e ? (size_t)(e - p) + 2 : i + 1;
+            err = vkpt__buf_put(out, p + i, k - i);
+            i = k - 1;
+            continue;
+        }
+        if (c == '[' && !depth) {
+            err = vkpt__buf_putc(out, c);
+            if (i + 1 < n && p[i + 1] == '^') err = err ? err : vkpt__buf_putc(out, p[++i]);
+            if (i + 1 < n && p[i + 1] == ']') err = err ? err : vkpt__buf_putc(out, p[++i]);
+            depth = 1;
+            continue;
+        }
+        if (c == ']' && depth) depth = 0;
+        err = vkpt__buf_putc(out, c);
+    }
+    return err;
+}
+
 int vkpt__re_compile(const char *pattern, size_t n, vkpt__pcre **out)
 {
     int ec;
     PCRE2_SIZE eo;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, n, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+    vkpt__buf rw = {0};
+    int err = re_rewrite_classes(pattern, n, &rw);
+    if (err) {
+        vkpt__buf_free(&rw);
+        return err;
+    }
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)(rw.p ? rw.p : ""), rw.n, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+    vkpt__buf_free(&rw);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
