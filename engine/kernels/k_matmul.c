@@ -56,19 +56,23 @@ static bool is_float_type(uint32_t t)
 /* ---- tuning: starting points per vendor, not yet measured on hardware -------- */
 
 typedef struct mm_tune {
-    uint32_t vendor_id; /* 0: any other */
-    uint32_t mv_wg;     /* matvec invocations per workgroup (power of two) */
-    uint32_t mv_rows;   /* matvec rows per workgroup at 1..4 tokens (halved above) */
-    uint32_t mm_bm;     /* matmul tile: weight rows (multiple of 16) */
-    uint32_t mm_bn;     /* matmul tile: tokens (multiple of 16) */
+    uint32_t vendor_id;  /* 0: any other */
+    uint32_t mv_wg;      /* matvec invocations per workgroup (power of two) */
+    uint32_t mv_rows;    /* matvec rows per workgroup at 1..4 tokens (halved above) */
+    uint32_t mm_bm;      /* matmul tile: weight rows (multiple of 16) */
+    uint32_t mm_bn;      /* matmul tile: tokens (multiple of 16) */
+    uint32_t mm_min_tok; /* AUTO runs the tiled matmul from this many tokens (0: never) */
 } mm_tune;
 
 static const mm_tune k_tune[] = {
-    {0x10de, 128, 4, 64, 64}, /* NVIDIA: 4 warps stream 4 rows each */
-    {0x1002, 64, 4, 64, 64},  /* AMD: one wave64 */
-    {0x8086, 32, 4, 64, 64},  /* Intel */
-    {0x10005, 32, 1, 64, 32}, /* Mesa lavapipe: a workgroup is one CPU thread's loop */
-    {0, 64, 4, 64, 64},
+    {0x10de, 128, 4, 64, 64, 9}, /* NVIDIA: 4 warps stream 4 rows each */
+    {0x1002, 64, 4, 64, 64, 9},  /* AMD: one wave64 */
+    {0x8086, 32, 4, 64, 64, 9},  /* Intel */
+    /* Mesa lavapipe: a workgroup is one CPU thread's loop, and each barrier
+     * a coroutine switch per invocation: the tiled matmul (two barriers per
+     * 32 of K) runs 2-3x slower than matvec 8 tokens at a time */
+    {0x10005, 32, 1, 64, 32, 0},
+    {0, 64, 4, 64, 64, 9},
 };
 
 static const mm_tune *tune_for(const vkpt_device *dev)
@@ -188,8 +192,10 @@ static int choose(const vkpt_device *dev, const fmt_variants *fv, const vkpt_mm_
                              v < 0 ? "implemented" : "available on this device/build");
         return a->path;
     }
-    if (a->n_tok <= VKPT_MATVEC_MAX_TOK) {
-        if (a->xq.buf && dev->caps.int_dot_accel && usable(dev, fv->mv_intdot))
+    const mm_tune *tn = tune_for(dev);
+    if (a->n_tok <= VKPT_MATVEC_MAX_TOK || !tn->mm_min_tok || a->n_tok < tn->mm_min_tok) {
+        if (a->n_tok <= VKPT_MATVEC_MAX_TOK && a->xq.buf && dev->caps.int_dot_accel &&
+            usable(dev, fv->mv_intdot))
             return VKPT_MM_MATVEC_INTDOT;
         if (usable(dev, fv->mv_subgroup)) return VKPT_MM_MATVEC_SUBGROUP;
         return VKPT_MM_MATVEC;

@@ -41,7 +41,7 @@ enum vkpt_mm_path {
 /* "auto", "matvec", "matvec_subgroup", ...; "?" for others. */
 const char *vkpt_mm_path_name(int path);
 
-/* Token rows up to which AUTO runs a matvec kernel; more use the tiled matmul. */
+/* Token rows one matvec dispatch takes; AUTO runs matvec up to here. */
 #define VKPT_MATVEC_MAX_TOK 8
 
 typedef struct vkpt_mm_args {
@@ -65,7 +65,8 @@ typedef struct vkpt_mm_args {
 /* y[t][m] = sum_k W[m][k] * x[t][k] (+ bias[m]) for t < n_tok, m < M.
  * Under AUTO, n_tok <= VKPT_MATVEC_MAX_TOK runs a matvec kernel (INTDOT when
  * xq is given and the device accelerates int8 dots, else SUBGROUP where
- * available), larger n_tok the tiled matmul. Results are f32-accumulated:
+ * available), larger n_tok the tiled matmul (except on devices where the
+ * per-vendor table says matvec in 8-token steps is faster: lavapipe). Results are f32-accumulated:
  * within a few K ulp of sum |w||x| of the exact value (INTDOT: of the exact
  * value with x replaced by its q8 rounding). Returns 0, VKPT_EINVAL (sizes,
  * alignment, a type vkpt does not run), VKPT_EUNSUPPORTED (a forced path
