@@ -478,6 +478,61 @@ static void matmul_splits_tensors_larger_than_a_binding(void **state)
     vkpt_cmd_free(&c);
 }
 
+/* A real tensor past the binding limit (128 MiB on lavapipe): an F16
+ * matrix of 135 MB, as big embeddings are. get_rows and matvec must split it
+ * by rows without the test lowering any limit. */
+static void matmul_handles_a_tensor_larger_than_one_binding(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    const uint32_t K = 1024;
+    uint32_t M = (uint32_t)(dev->caps.max_storage_buffer_range / (K * 2)) + 1000;
+    uint64_t bytes = (uint64_t)M * K * 2;
+    if (bytes > (1ull << 30) || bytes > dev->caps.device_local_bytes / 4) {
+        fprintf(stderr, "# binding limit %llu too large to exceed here: skipped\n",
+                (unsigned long long)dev->caps.max_storage_buffer_range);
+        skip();
+    }
+    uint16_t *w = malloc(bytes);
+    vkpt_test_rng r;
+    vkpt_test_rng_init(&r, 30);
+    for (size_t i = 0; i < (size_t)M * K; i++) w[i] = vkpt_f32_to_f16(vkpt_test_rng_f32(&r, -1, 1));
+    vkpt_buf bw = upload(dev, w, bytes);
+    vkpt_cmd c;
+    assert_int_equal(vkpt_cmd_init(dev, 0, &c), 0);
+    /* get_rows: rows from both ends and the middle */
+    uint32_t ids[4] = {0, M - 1, M / 2 + 7, M};
+    vkpt_buf bi = upload(dev, ids, sizeof ids), bo = dev_buf(dev, 4ull * K * 4);
+    float *x = rand_x(&r, K), *got = malloc((size_t)M * 4), row[1024];
+    vkpt_buf bx = upload(dev, x, K * 4), by = dev_buf(dev, (uint64_t)M * 4);
+    vkpt_mm_args a = {.wtype = VKPT_Q_F16, .w = bw, .K = K, .M = M, .n_tok = 1, .x = bx, .y = by};
+    assert_int_equal(vkpt_cmd_begin(&c), 0);
+    assert_int_equal(vkpt_k_get_rows(&c, VKPT_Q_F16, &bw, K, M, &bi, 4, &bo), 0);
+    assert_int_equal(vkpt_k_matmul(&c, &a), 0);
+    assert_int_equal(vkpt_cmd_run(&c), 0);
+    float out[4][1024];
+    assert_int_equal(vkpt_buf_download(dev, &bo, 0, out, sizeof out), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(vkpt_dequantize_row(VKPT_Q_F16, w + (size_t)ids[i] * K, row, K), 0);
+        assert_memory_equal(out[i], row, sizeof row);
+    }
+    for (uint32_t k = 0; k < K; k++) assert_true(out[3][k] == 0.0f);
+    assert_int_equal(vkpt_buf_download(dev, &by, 0, got, (uint64_t)M * 4), 0);
+    for (uint32_t m = 0; m < M; m += (m < 100 || m > M - 100) ? 1 : 997) {
+        assert_int_equal(vkpt_dequantize_row(VKPT_Q_F16, w + (size_t)m * K, row, K), 0);
+        double ref = 0, mag = 0;
+        for (uint32_t k = 0; k < K; k++) ref += (double)row[k] * x[k], mag += fabs(row[k] * x[k]);
+        if (!(fabs(got[m] - ref) <= 4.0 * K * 0x1p-24 * mag))
+            fail_msg("row %u of %u: %.9g, want %.9g", m, M, got[m], ref);
+    }
+    vkpt_buf_free(dev, &bw);
+    vkpt_buf_free(dev, &bi);
+    vkpt_buf_free(dev, &bo);
+    vkpt_buf_free(dev, &bx);
+    vkpt_buf_free(dev, &by);
+    free(w), free(x), free(got);
+    vkpt_cmd_free(&c);
+}
+
 /* Real weights: stories260K's F32 ffn_down (K = 172, not a multiple of 8)
  * as the runtime will run it, and its token embedding values requantized
  * into each format (reshaped to K = 256 rows where the format needs it). */
@@ -574,6 +629,7 @@ int main(void)
         T(matmul_quantize_act_matches_reference),
         T(matmul_intdot_matches_q8_reference),
         T(matmul_splits_tensors_larger_than_a_binding),
+        T(matmul_handles_a_tensor_larger_than_one_binding),
         T(matmul_runs_real_model_weights),
         T(matmul_rejects_bad_arguments),
     };
