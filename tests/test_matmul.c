@@ -277,6 +277,71 @@ static void matmul_tiled_matches_reference(void **state)
     vkpt_cmd_free(&c);
 }
 
+/* The cooperative-matrix matmul multiplies f16 copies of the dequantized
+ * weights and the activations: its reference takes the same f16-rounded
+ * inputs, so only the f32 accumulation differs (the bound above). Runs only
+ * where the device has the matrices (never on lavapipe). */
+static void coopmat_case(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_tok,
+                         vkpt_test_rng *r)
+{
+    uint32_t K = m->K, M = m->M;
+    float *x = rand_x(r, (size_t)n_tok * K), *bias = rand_x(r, M);
+    float *got = malloc((size_t)n_tok * M * 4), *want = malloc((size_t)n_tok * M * 4);
+    vkpt_buf bx = upload(dev, x, (uint64_t)n_tok * K * 4),
+             by = dev_buf(dev, (uint64_t)n_tok * M * 4);
+    vkpt_buf bb = upload(dev, bias, M * 4ull);
+    vkpt_mm_args a = {.wtype = m->type,
+                      .w = m->buf,
+                      .K = K,
+                      .M = M,
+                      .n_tok = n_tok,
+                      .x = bx,
+                      .y = by,
+                      .bias = bb,
+                      .path = VKPT_MM_MATMUL_COOPMAT};
+    assert_int_equal(vkpt_cmd_begin(c), 0);
+    assert_int_equal(vkpt_k_matmul(c, &a), 0);
+    assert_int_equal(vkpt_cmd_run(c), 0);
+    assert_int_equal(vkpt_buf_download(dev, &by, 0, got, (uint64_t)n_tok * M * 4), 0);
+    mat h = *m; /* the f16-rounded problem, as F32 */
+    h.type = VKPT_Q_F32;
+    h.deq = malloc((size_t)K * M * 4);
+    for (size_t i = 0; i < (size_t)K * M; i++)
+        h.deq[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(m->deq[i]));
+    for (size_t i = 0; i < (size_t)n_tok * K; i++) x[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(x[i]));
+    assert_int_equal(vkpt_ref_matmul(VKPT_Q_F32, h.deq, K, M, x, n_tok, want, M, bias), 0);
+    check_products("matmul_coopmat", &h, x, n_tok, got, want, M, 4);
+    vkpt_buf_free(dev, &bx);
+    vkpt_buf_free(dev, &by);
+    vkpt_buf_free(dev, &bb);
+    free(x), free(bias), free(got), free(want), free(h.deq);
+}
+
+static void matmul_coopmat_matches_reference_where_available(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    vkpt_mm_args probe = {.wtype = VKPT_Q_Q4_K, .n_tok = 64, .path = VKPT_MM_MATMUL_COOPMAT};
+    if (vkpt_k_matmul_choose(dev, &probe) != VKPT_MM_MATMUL_COOPMAT) {
+        fprintf(stderr, "# no cooperative matrices here (lavapipe): skipped\n");
+        skip();
+    }
+    vkpt_cmd c;
+    assert_int_equal(vkpt_cmd_init(dev, 0, &c), 0);
+    vkpt_test_rng r;
+    vkpt_test_rng_init(&r, 31);
+    static const uint32_t toks[] = {1, 17, 64, 130};
+    for (size_t t = 0; t < N_TYPES; t++) {
+        for (size_t i = 0; i < 4; i++) {
+            mat m;
+            mat_make(dev, &r, k_types[t], test_k(k_types[t], i % 2), k_rows[(i + t) % 5], NULL, 0,
+                     &m);
+            coopmat_case(dev, &c, &m, toks[i], &r);
+            mat_free(dev, &m);
+        }
+    }
+    vkpt_cmd_free(&c);
+}
+
 static void matmul_auto_runs_prefill_and_decode(void **state)
 {
     vkpt_device *dev = vkpt_test_dev(state);
@@ -624,6 +689,7 @@ int main(void)
         T(matmul_get_rows_is_bit_exact_for_every_format),
         T(matmul_matvec_matches_reference_on_every_path),
         T(matmul_tiled_matches_reference),
+        T(matmul_coopmat_matches_reference_where_available),
         T(matmul_auto_runs_prefill_and_decode),
         T(matmul_writes_a_slice_of_a_wider_output_with_bias),
         T(matmul_quantize_act_matches_reference),

@@ -15,13 +15,14 @@
 
 typedef struct fmt_variants {
     uint32_t type;
-    int get_rows, mv, mv_subgroup, mv_intdot, mm;
+    int get_rows, mv, mv_subgroup, mv_intdot, mm, mm_coopmat;
 } fmt_variants;
 
-#define FMT(T, n)                                                             \
-    {                                                                         \
-        VKPT_Q_##T, VKPT_V_get_rows_##n##_f32, VKPT_V_matvec_##n##_f32,       \
-            VKPT_V_matvec_##n##_f32_subgroup, ID_##n, VKPT_V_matmul_##n##_f32 \
+#define FMT(T, n)                                                              \
+    {                                                                          \
+        VKPT_Q_##T, VKPT_V_get_rows_##n##_f32, VKPT_V_matvec_##n##_f32,        \
+            VKPT_V_matvec_##n##_f32_subgroup, ID_##n, VKPT_V_matmul_##n##_f32, \
+            VKPT_V_matmul_##n##_f32_coopmat                                    \
     }
 #define ID_f32  -1
 #define ID_f16  -1
@@ -62,17 +63,20 @@ typedef struct mm_tune {
     uint32_t mm_bm;      /* matmul tile: weight rows (multiple of 16) */
     uint32_t mm_bn;      /* matmul tile: tokens (multiple of 16) */
     uint32_t mm_min_tok; /* AUTO runs the tiled matmul from this many tokens (0: never) */
+    bool mm_coopmat;     /* AUTO may pick the cooperative-matrix matmul: off until it has
+                          * been verified on the vendor's hardware (and the device enables
+                          * vulkanMemoryModel, which its SPIR-V uses) */
 } mm_tune;
 
 static const mm_tune k_tune[] = {
-    {0x10de, 128, 4, 64, 64, 9}, /* NVIDIA: 4 warps stream 4 rows each */
-    {0x1002, 64, 4, 64, 64, 9},  /* AMD: one wave64 */
-    {0x8086, 32, 4, 64, 64, 9},  /* Intel */
+    {0x10de, 128, 4, 64, 64, 9, false}, /* NVIDIA: 4 warps stream 4 rows each */
+    {0x1002, 64, 4, 64, 64, 9, false},  /* AMD: one wave64 */
+    {0x8086, 32, 4, 64, 64, 9, false},  /* Intel */
     /* Mesa lavapipe: a workgroup is one CPU thread's loop, and each barrier
      * a coroutine switch per invocation: the tiled matmul (two barriers per
      * 32 of K) runs 2-3x slower than matvec 8 tokens at a time */
-    {0x10005, 32, 1, 64, 32, 0},
-    {0, 64, 4, 64, 64, 9},
+    {0x10005, 32, 1, 64, 32, 0, false},
+    {0, 64, 4, 64, 64, 9, false},
 };
 
 static const mm_tune *tune_for(const vkpt_device *dev)
@@ -160,6 +164,24 @@ static bool usable(const vkpt_device *dev, int v)
     return v >= 0 && vkpt_variant_usable(dev, v);
 }
 
+/* matmul_coopmat.comp needs 16x16x16 f16 x f16 -> f32 subgroup matrices and
+ * subgroups of exactly 32 invocations. */
+static bool coopmat_ok(const vkpt_device *dev)
+{
+    const vkpt_device_caps *c = &dev->caps;
+    bool sg32 = c->subgroup_size == 32 ||
+                (c->subgroup_size_control && c->subgroup_min <= 32 && 32 <= c->subgroup_max);
+    if (!c->coopmat_khr || !sg32) return false;
+    for (uint32_t i = 0; i < c->n_coopmat_shapes; i++) {
+        const vkpt_coopmat_shape *sh = &c->coopmat_shapes[i];
+        if (sh->m == 16 && sh->n == 16 && sh->k == 16 && sh->a == VKPT_CT_F16 &&
+            sh->b == VKPT_CT_F16 && sh->c == VKPT_CT_F32 && sh->result == VKPT_CT_F32 &&
+            sh->scope == 3)
+            return true;
+    }
+    return false;
+}
+
 /* The variant for a resolved path, or -1. */
 static int path_variant(const fmt_variants *fv, int path)
 {
@@ -168,6 +190,7 @@ static int path_variant(const fmt_variants *fv, int path)
     case VKPT_MM_MATVEC_SUBGROUP: return fv->mv_subgroup;
     case VKPT_MM_MATVEC_INTDOT: return fv->mv_intdot;
     case VKPT_MM_MATMUL: return fv->mm;
+    case VKPT_MM_MATMUL_COOPMAT: return fv->mm_coopmat;
     default: return -1;
     }
 }
@@ -186,7 +209,7 @@ static int choose(const vkpt_device *dev, const fmt_variants *fv, const vkpt_mm_
         if (a->path == VKPT_MM_MATVEC_INTDOT && !a->xq.buf)
             return vkpt_fail(VKPT_EINVAL, "matmul: the intdot path needs quantized activations");
         int v = path_variant(fv, a->path);
-        if (!usable(dev, v))
+        if (!usable(dev, v) || (a->path == VKPT_MM_MATMUL_COOPMAT && !coopmat_ok(dev)))
             return vkpt_fail(VKPT_EUNSUPPORTED, "matmul: path %s for %s is not %s",
                              vkpt_mm_path_name(a->path), vkpt_qtype_get(fv->type)->name,
                              v < 0 ? "implemented" : "available on this device/build");
@@ -200,6 +223,8 @@ static int choose(const vkpt_device *dev, const fmt_variants *fv, const vkpt_mm_
         if (usable(dev, fv->mv_subgroup)) return VKPT_MM_MATVEC_SUBGROUP;
         return VKPT_MM_MATVEC;
     }
+    if (tn->mm_coopmat && usable(dev, fv->mm_coopmat) && coopmat_ok(dev))
+        return VKPT_MM_MATMUL_COOPMAT;
     return VKPT_MM_MATMUL;
 }
 
@@ -270,7 +295,10 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
     while (mv_wg > 1 && (mv_wg > dev->caps.max_wg_invocations ||
                          (uint64_t)mv_wg * mv_rows * 8 * 4 > dev->caps.max_shared_memory))
         mv_wg /= 2;
-    const uint32_t wg_rows = matvec ? mv_rows : tn->mm_bm;
+    /* matmul tiles: the coopmat kernel's are fixed at 64 x 64 */
+    const bool coopmat = path == VKPT_MM_MATMUL_COOPMAT;
+    const uint32_t bm = coopmat ? 64 : tn->mm_bm, bn = coopmat ? 64 : tn->mm_bn;
+    const uint32_t wg_rows = matvec ? mv_rows : bm;
 
     /* chunks: every binding within bind_max, every grid within max_wg_count */
     const uint64_t bmax = bind_max(dev);
@@ -282,8 +310,8 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
     if (rows_c > M) rows_c = M;
     uint64_t tok_c = bmax / xrow;
     if (matvec && tok_c > mv_tok) tok_c = mv_tok;
-    if (!matvec && (uint64_t)dev->caps.max_wg_count[1] * tn->mm_bn < tok_c)
-        tok_c = (uint64_t)dev->caps.max_wg_count[1] * tn->mm_bn;
+    if (!matvec && (uint64_t)dev->caps.max_wg_count[1] * bn < tok_c)
+        tok_c = (uint64_t)dev->caps.max_wg_count[1] * bn;
     if (tok_c > a->n_tok) tok_c = a->n_tok;
     if (tok_c > 1 && ((tok_c - 1) * ys + rows_c) * 4 > bmax) tok_c = (bmax / 4 - rows_c) / ys + 1;
     if (!rows_c || !tok_c || xrow * tok_c > bmax)
@@ -294,9 +322,13 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
         /* matvec token slots rounded up to 1, 2, 4, 8: fewer pipelines */
         uint32_t slots = nt <= 2 ? nt : nt <= 4 ? 4 : 8;
         vkpt_spec spec = {.v = {mv_wg, mv_rows, slots, aligned}, .n = 4, .elems = {mv_rows, 1, 1}};
-        if (!matvec)
-            spec = (vkpt_spec){
-                .v = {tn->mm_bm, tn->mm_bn, aligned}, .n = 3, .elems = {tn->mm_bm, tn->mm_bn, 1}};
+        if (coopmat) /* subgroups of 32 (coopmat_ok checked they can be had) */
+            spec = (vkpt_spec){.v = {aligned},
+                               .n = 1,
+                               .subgroup_size = dev->caps.subgroup_size_control ? 32 : 0,
+                               .elems = {bm, bn, 1}};
+        else if (!matvec)
+            spec = (vkpt_spec){.v = {bm, bn, aligned}, .n = 3, .elems = {bm, bn, 1}};
         const vkpt_pipeline *p;
         if ((err = vkpt_pipeline_get(dev, variant, &spec, &p))) return err;
         vkpt_pc_mm pc = {.K = K, .n_tok = nt, .y_stride = ys};
