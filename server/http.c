@@ -18,6 +18,8 @@
 /* Stop reading a busy connection once this much of a next request is
  * buffered; reading resumes when the current answer is done. */
 #define PIPELINE_BUFFER_MAX (256 * 1024)
+/* How long a closing connection waits for the client's FIN. */
+#define LINGER_MS           2000
 
 typedef struct srv_write {
     uv_write_t req;
@@ -31,6 +33,7 @@ static void conn_close(srv_conn *c);
 static void conn_arm_timer(srv_conn *c);
 static void conn_log(srv_conn *c);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 static srv_http_limits conn_limits(const vkpt_server *s)
 {
@@ -74,15 +77,41 @@ static void conn_close(srv_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status;
+}
+
+/* The answer is written and the connection ends: send FIN, then read and
+ * drop what the client still sends until it closes (or a short timeout).
+ * Closing at once with unread input would make the kernel send a reset,
+ * which can destroy the answer (a 413 while the client still uploads)
+ * before the client reads it. */
+static void conn_linger(srv_conn *c)
+{
+    if (c->lingering || c->state == SRV_CONN_CLOSING) return;
+    c->lingering = true;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown)) {
+        conn_close(c);
+        return;
+    }
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+}
+
 /* Close once everything queued is written. */
 static void conn_close_after_flush(srv_conn *c)
 {
     c->close_after_flush = true;
-    if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = false;
-    }
-    if (c->writes_pending == 0) conn_close(c);
+    uv_timer_stop(&c->timer);
+    if (c->writes_pending == 0) conn_linger(c);
 }
 
 /* ---- writing -------------------------------------------------------------- */
@@ -99,7 +128,7 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if (c->close_after_flush && c->writes_pending == 0) conn_close(c);
+    if (c->close_after_flush && c->writes_pending == 0) conn_linger(c);
 }
 
 static void conn_write(srv_conn *c, const char *data, size_t n)
@@ -410,7 +439,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static void on_timer(uv_timer_t *t)
 {
     srv_conn *c = t->data;
-    if (c->state != SRV_CONN_READ || c->close_after_flush) return;
+    if (c->state != SRV_CONN_READ || c->close_after_flush || c->lingering) return;
     if (c->in.state == SRV_IN_IDLE) {
         conn_close(c); /* an idle keep-alive connection: nothing to answer */
         return;

@@ -27,6 +27,7 @@ enum srv_conn_state {
 typedef struct srv_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_shutdown_t shutdown;
     vkpt_server *srv;
     srv_list link; /* srv->conns */
     srv_http_in in;
@@ -37,6 +38,7 @@ typedef struct srv_conn {
     bool continue_sent;
     bool resp_started, resp_chunked, resp_keep_alive;
     bool close_after_flush; /* close once the queued writes are done */
+    bool lingering;         /* FIN sent; dropping input until the client closes */
     size_t writes_pending;
     struct srv_gen *gen; /* the generation answering the current request */
     uint64_t t_first_byte_ns, t_headers_ns, t_req_ns;

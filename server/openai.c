@@ -87,7 +87,7 @@ static int get_int(srv_api_error *e, const cJSON *v, const char *name, double lo
 
 static int get_bool(srv_api_error *e, const cJSON *v, const char *name, bool *out)
 {
-    if (cJSON_IsNull(v)) return 0;
+    if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsBool(v))
         return bad(e, 400, name, "invalid_type", "%s must be true or false, not %s", name,
                    json_type(v));

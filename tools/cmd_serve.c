@@ -43,6 +43,10 @@ static void usage(FILE *f)
         "      --api-key-file FILE  API keys, one per line ('#' comments)\n"
         "      --max-body BYTES     request body limit (default 8M)\n"
         "      --shutdown-timeout S seconds to let requests finish on shutdown (default 30)\n"
+        "      --header-timeout S   seconds for a request's line and headers to arrive (default "
+        "10)\n"
+        "      --body-timeout S     seconds for a request's body to arrive (default 30)\n"
+        "      --idle-timeout S     seconds an idle keep-alive connection stays open (default 30)\n"
         "      --config FILE        JSON object of the settings above (keys: long flag names);\n"
         "                           flags given on the command line win\n"
         "      --quiet              no per-request log line\n");
@@ -66,6 +70,9 @@ enum {
     O_KEY_FILE,
     O_MAX_BODY,
     O_SHUTDOWN,
+    O_HEADER_TO,
+    O_BODY_TO,
+    O_IDLE_TO,
     O_CONFIG,
     O_QUIET,
 };
@@ -88,6 +95,9 @@ static const struct option long_opts[] = {{"model", required_argument, 0, 'm'},
                                           {"api-key-file", required_argument, 0, O_KEY_FILE},
                                           {"max-body", required_argument, 0, O_MAX_BODY},
                                           {"shutdown-timeout", required_argument, 0, O_SHUTDOWN},
+                                          {"header-timeout", required_argument, 0, O_HEADER_TO},
+                                          {"body-timeout", required_argument, 0, O_BODY_TO},
+                                          {"idle-timeout", required_argument, 0, O_IDLE_TO},
                                           {"config", required_argument, 0, O_CONFIG},
                                           {"quiet", no_argument, 0, O_QUIET},
                                           {"help", no_argument, 0, 'h'},
@@ -99,6 +109,7 @@ typedef struct serve_cfg {
     /* strings point into argv, the config JSON or owned buffers below */
     const char *model, *host, *device, *name, *template_file, *system_prompt, *key_file, *quantize;
     long port, ctx, parallel, kv_tokens, step_tokens, shutdown_s;
+    long header_s, body_s, idle_s;
     uint64_t max_body;
     bool no_prefix, no_bi, quiet;
     const char *keys[MAX_KEYS];
@@ -158,6 +169,9 @@ static int apply(serve_cfg *c, int id, const char *v)
         return err;
     }
     case O_SHUTDOWN: return parse_long("shutdown-timeout", v, 1, 86400, &c->shutdown_s);
+    case O_HEADER_TO: return parse_long("header-timeout", v, 1, 3600, &c->header_s);
+    case O_BODY_TO: return parse_long("body-timeout", v, 1, 3600, &c->body_s);
+    case O_IDLE_TO: return parse_long("idle-timeout", v, 1, 86400, &c->idle_s);
     case O_QUIET: c->quiet = true; return 0;
     }
     return vkpt_fail(VKPT_EINVAL, "unknown setting");
@@ -366,6 +380,9 @@ int cmd_serve(int argc, char **argv)
         .n_api_keys = c.n_keys,
         .max_body_bytes = (size_t)c.max_body,
         .shutdown_timeout_ms = (uint32_t)(c.shutdown_s * 1000),
+        .header_timeout_ms = (uint32_t)(c.header_s * 1000),
+        .body_timeout_ms = (uint32_t)(c.body_s * 1000),
+        .idle_timeout_ms = (uint32_t)(c.idle_s * 1000),
         .handle_signals = true,
         .quiet = c.quiet,
     };

@@ -1,0 +1,499 @@
+/* Unit tests of the server's pure parts: HTTP request parsing with limits,
+ * routing, API-key checks, SSE framing, JSON string output, OpenAI request
+ * validation and the Prometheus histogram text. The whole server (sockets,
+ * engine, streaming, disconnects) is tested end to end in tests/node and
+ * tests/test_server_errors.sh. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka.h needs the above first */
+#include <cmocka.h>
+
+#include "auth.h"
+#include "http_parse.h"
+#include "metrics.h"
+#include "openai.h"
+#include "router.h"
+#include "sse.h"
+
+#include <string.h>
+
+static const srv_http_limits lim = {
+    .max_url = 64, .max_header_bytes = 256, .max_headers = 8, .max_body = 100};
+
+/* Parse `s` whole; returns the state. */
+static int parse_all(srv_http_in *in, const char *s, size_t *consumed)
+{
+    size_t k = srv_http_in_feed(in, s, strlen(s));
+    if (consumed) *consumed = k;
+    return in->state;
+}
+
+/* ---- http_parse ----------------------------------------------------------------- */
+
+static void http_parse_simple_get(void **st)
+{
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    assert_int_equal(parse_all(&in, "GET /health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", NULL),
+                     SRV_IN_DONE);
+    assert_int_equal(in.req.method, HTTP_GET);
+    assert_string_equal(srv_http_path(&in.req), "/health");
+    assert_string_equal(in.req.hbuf.p + in.req.query_off, "x=1");
+    assert_string_equal(srv_http_header_get(&in.req, "host"), "a");
+    assert_true(in.req.keep_alive);
+    assert_int_equal(in.req.body.n, 0);
+    srv_http_in_free(&in);
+}
+
+static void http_parse_headers_lowercase_and_body(void **st)
+{
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    const char *r = "POST /v1/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+                    "AUTHORIZATION: Bearer k\r\nX-Empty:\r\nContent-Length: 4\r\n\r\n{\"a\"";
+    assert_int_equal(parse_all(&in, r, NULL), SRV_IN_DONE);
+    assert_int_equal(in.req.method, HTTP_POST);
+    assert_string_equal(srv_http_header_get(&in.req, "authorization"), "Bearer k");
+    assert_string_equal(srv_http_header_get(&in.req, "content-type"), "application/json");
+    assert_string_equal(srv_http_header_get(&in.req, "x-empty"), "");
+    assert_null(srv_http_header_get(&in.req, "Authorization")); /* lookups are lower-case */
+    assert_int_equal(in.req.body.n, 4);
+    assert_memory_equal(in.req.body.p, "{\"a\"", 4);
+    srv_http_in_free(&in);
+}
+
+static void http_parse_byte_by_byte(void **st)
+{
+    const char *r = "POST /tokenize HTTP/1.1\r\nHost: example\r\nX-Long-Header-Name: some value\r\n"
+                    "Content-Length: 11\r\n\r\nhello world";
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    size_t n = strlen(r), used = 0;
+    for (size_t i = 0; i < n && in.state != SRV_IN_DONE; i++)
+        used += srv_http_in_feed(&in, r + i, 1);
+    assert_int_equal(in.state, SRV_IN_DONE);
+    assert_int_equal(used, n);
+    assert_string_equal(srv_http_path(&in.req), "/tokenize");
+    assert_string_equal(srv_http_header_get(&in.req, "host"), "example");
+    assert_string_equal(srv_http_header_get(&in.req, "x-long-header-name"), "some value");
+    assert_int_equal(in.req.body.n, 11);
+    assert_memory_equal(in.req.body.p, "hello world", 11);
+    srv_http_in_free(&in);
+}
+
+static void http_parse_chunked_body(void **st)
+{
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    const char *r = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    assert_int_equal(parse_all(&in, r, NULL), SRV_IN_DONE);
+    assert_int_equal(in.req.body.n, 11);
+    assert_memory_equal(in.req.body.p, "hello world", 11);
+    srv_http_in_free(&in);
+}
+
+static void http_parse_pipelined_requests_one_at_a_time(void **st)
+{
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    const char *r = "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n";
+    size_t k;
+    assert_int_equal(parse_all(&in, r, &k), SRV_IN_DONE);
+    assert_string_equal(srv_http_path(&in.req), "/a");
+    assert_int_equal(k, strlen("GET /a HTTP/1.1\r\n\r\n"));
+    /* nothing more is consumed until reset */
+    assert_int_equal(srv_http_in_feed(&in, r + k, strlen(r + k)), 0);
+    srv_http_in_reset(&in);
+    assert_int_equal(parse_all(&in, r + k, NULL), SRV_IN_DONE);
+    assert_string_equal(srv_http_path(&in.req), "/b");
+    assert_false(in.req.keep_alive);
+    srv_http_in_free(&in);
+}
+
+static void http_parse_limits_give_the_right_status(void **st)
+{
+    static const struct {
+        const char *req;
+        int status;
+    } cases[] = {
+        {"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "
+         "HTTP/1.1\r\n\r\n",
+         414},
+        {"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\ne: 1\r\nf: 1\r\ng: 1\r\nh: 1\r\ni: "
+         "1\r\n\r\n",
+         431},
+        {"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 413},
+        {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n",
+         0}, /* 100 bytes: fine so far */
+        {"GARBAGE\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        srv_http_in in;
+        srv_http_in_init(&in, &lim);
+        parse_all(&in, cases[i].req, NULL);
+        if (cases[i].status) {
+            assert_int_equal(in.state, SRV_IN_ERROR);
+            assert_int_equal(in.err_status, cases[i].status);
+            assert_non_null(in.err_msg);
+        } else {
+            assert_int_equal(in.state, SRV_IN_BODY);
+        }
+        srv_http_in_free(&in);
+    }
+    /* header bytes over the limit */
+    char big[600];
+    snprintf(big, sizeof big, "GET / HTTP/1.1\r\nx: %0300d\r\n\r\n", 0);
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    parse_all(&in, big, NULL);
+    assert_int_equal(in.err_status, 431);
+    srv_http_in_free(&in);
+    /* a chunked body past the limit */
+    srv_http_in_init(&in, &lim);
+    parse_all(&in, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n", NULL);
+    char body[110];
+    memset(body, 'a', sizeof body);
+    srv_http_in_feed(&in, body, sizeof body);
+    assert_int_equal(in.state, SRV_IN_ERROR);
+    assert_int_equal(in.err_status, 413);
+    srv_http_in_free(&in);
+}
+
+static void http_parse_expect_continue_and_http10(void **st)
+{
+    srv_http_in in;
+    srv_http_in_init(&in, &lim);
+    parse_all(&in, "POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n", NULL);
+    assert_int_equal(in.state, SRV_IN_BODY);
+    assert_true(in.req.expect_continue);
+    srv_http_in_free(&in);
+    srv_http_in_init(&in, &lim);
+    parse_all(&in, "GET / HTTP/1.0\r\n\r\n", NULL);
+    assert_int_equal(in.state, SRV_IN_DONE);
+    assert_false(in.req.keep_alive);
+    assert_int_equal(in.req.minor, 0);
+    srv_http_in_reset(&in);
+    parse_all(&in, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", NULL);
+    assert_true(in.req.keep_alive);
+    srv_http_in_free(&in);
+}
+
+/* ---- router ----------------------------------------------------------------------- */
+
+static void router_matches_routes_params_and_methods(void **st)
+{
+    srv_ctx ctx = {0};
+    char allow[64];
+    int r = srv_route_match(HTTP_POST, "/v1/chat/completions", &ctx, allow, sizeof allow);
+    assert_true(r >= 0);
+    assert_ptr_equal(srv_routes[r].fn, srv_h_chat_completions);
+    r = srv_route_match(HTTP_GET, "/v1/models/org%2Fname/with/slash", &ctx, allow, sizeof allow);
+    assert_true(r >= 0);
+    assert_ptr_equal(srv_routes[r].fn, srv_h_model);
+    assert_int_equal(ctx.n_params, 1);
+    assert_string_equal(ctx.params[0], "org/name/with/slash");
+    r = srv_route_match(HTTP_GET, "/health", &ctx, allow, sizeof allow);
+    assert_true(srv_routes[r].flags & SRV_ROUTE_PUBLIC);
+    assert_int_equal(srv_route_match(HTTP_GET, "/v1/chat/completions", &ctx, allow, sizeof allow),
+                     -2);
+    assert_string_equal(allow, "POST");
+    assert_int_equal(srv_route_match(HTTP_GET, "/v1/chat", &ctx, allow, sizeof allow), -1);
+    assert_int_equal(srv_route_match(HTTP_GET, "/v1/models/", &ctx, allow, sizeof allow), -1);
+    assert_int_equal(srv_route_match(HTTP_GET, "/healthz", &ctx, allow, sizeof allow), -1);
+    /* only /health is public */
+    for (size_t i = 0; i < srv_n_routes; i++)
+        assert_int_equal(!!(srv_routes[i].flags & SRV_ROUTE_PUBLIC),
+                         !strcmp(srv_routes[i].pattern, "/health"));
+}
+
+/* ---- auth ------------------------------------------------------------------------------- */
+
+static void auth_checks_bearer_keys(void **st)
+{
+    const char *keys[] = {"alpha-key", "b"};
+    assert_true(srv_secret_equal("abc", 3, "abc", 3));
+    assert_false(srv_secret_equal("abc", 3, "abd", 3));
+    assert_false(srv_secret_equal("abc", 3, "abcabc", 6)); /* not fooled by the modulo */
+    assert_false(srv_secret_equal("abc", 3, "ab", 2));
+    assert_false(srv_secret_equal("", 0, "", 0));
+    assert_true(srv_auth_check(keys, 2, "Bearer alpha-key"));
+    assert_true(srv_auth_check(keys, 2, "bearer   b  "));
+    assert_false(srv_auth_check(keys, 2, "Bearer alpha-ke"));
+    assert_false(srv_auth_check(keys, 2, "Bearer alpha-keyy"));
+    assert_false(srv_auth_check(keys, 2, "Basic alpha-key"));
+    assert_false(srv_auth_check(keys, 2, "Bearer"));
+    assert_false(srv_auth_check(keys, 2, "Bearer "));
+    assert_false(srv_auth_check(keys, 2, "Beareralpha-key"));
+    assert_false(srv_auth_check(keys, 2, NULL));
+}
+
+/* ---- SSE and JSON text ----------------------------------------------------------------- */
+
+static void sse_frames_events(void **st)
+{
+    srv_buf b = {0};
+    srv_sse_event(&b, "{\"a\":1}", 7);
+    srv_sse_event(&b, "two\nlines\r\nthree", 16);
+    srv_sse_done(&b);
+    assert_string_equal(b.p, "data: {\"a\":1}\n\ndata: two\ndata: lines\ndata: three\n\n"
+                             "data: [DONE]\n\n");
+    srv_buf_free(&b);
+}
+
+static void util_json_strings_escape_and_repair_utf8(void **st)
+{
+    srv_buf b = {0};
+    const char in[] = "q\"\\\n\t\x01 \xc3\xa9 \xe2\x82 \xff x";
+    srv_buf_json_str(&b, in, sizeof in - 1);
+    assert_string_equal(b.p, "\"q\\\"\\\\\\n\\t\\u0001 \xc3\xa9 \xef\xbf\xbd \xef\xbf\xbd x\"");
+    srv_buf_reset(&b);
+    srv_utf8_sanitize(&b,
+                      "\xed\xa0\x80"
+                      "a",
+                      4); /* a surrogate is invalid */
+    assert_string_equal(b.p, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                             "a");
+    srv_buf_free(&b);
+}
+
+/* ---- OpenAI validation ------------------------------------------------------------------- */
+
+static int parse(int api, const char *body, srv_gen_spec *s, srv_api_error *e)
+{
+    return srv_openai_parse(api, body, strlen(body), s, e);
+}
+
+static void openai_chat_defaults_and_fields(void **st)
+{
+    srv_gen_spec s;
+    srv_api_error e;
+    assert_int_equal(
+        parse(SRV_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &s, &e), 0);
+    assert_null(s.model);
+    assert_false(s.stream);
+    assert_int_equal(s.gp.n, 1);
+    assert_true(s.gp.sampling.temperature == 1.0f);
+    assert_true(s.gp.sampling.top_p == 1.0f);
+    assert_false(s.max_tokens_set);
+    assert_true(s.add_generation_prompt);
+    assert_int_equal(cJSON_GetArraySize(s.messages), 1);
+    srv_gen_spec_free(&s);
+
+    const char *all =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\","
+        "\"text\":\"b\"}]},{\"role\":\"assistant\",\"content\":null}],"
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"temperature\":0.5,"
+        "\"top_p\":0.9,\"top_k\":40,\"min_p\":0.05,\"presence_penalty\":0.5,"
+        "\"frequency_penalty\":-0.5,\"repetition_penalty\":1.1,\"seed\":42,"
+        "\"logit_bias\":{\"7\":-100,\"9\":2.5},\"stop\":[\"x\",\"yz\"],\"stop_token_ids\":[3,4],"
+        "\"max_tokens\":5,\"max_completion_tokens\":7,\"n\":3,\"logprobs\":true,\"top_logprobs\":"
+        "20,\"ignore_eos\":true,\"user\":\"u\",\"response_format\":{\"type\":\"text\"},"
+        "\"tools\":[],\"tool_choice\":\"none\",\"chat_template_kwargs\":{\"enable_thinking\":false}"
+        "}";
+    assert_int_equal(parse(SRV_API_CHAT, all, &s, &e), 0);
+    assert_string_equal(s.model, "m");
+    assert_true(s.stream && s.include_usage);
+    assert_true(s.gp.sampling.temperature == 0.5f);
+    assert_true(s.gp.sampling.top_p == 0.9f);
+    assert_int_equal(s.gp.sampling.top_k, 40);
+    assert_true(s.gp.sampling.min_p == 0.05f);
+    assert_true(s.gp.sampling.presence_penalty == 0.5f);
+    assert_true(s.gp.sampling.frequency_penalty == -0.5f);
+    assert_true(s.gp.sampling.repetition_penalty == 1.1f);
+    assert_true(s.seed_set);
+    assert_int_equal(s.gp.sampling.seed, 42);
+    assert_int_equal(s.gp.sampling.n_bias, 2);
+    assert_int_equal(s.gp.sampling.bias[0].id, 7);
+    assert_true(s.gp.sampling.bias[0].delta == -100.0f);
+    assert_true(s.gp.sampling.bias[1].rep == 1.0f);
+    assert_int_equal(s.n_stops, 2);
+    assert_string_equal(s.stops[1], "yz");
+    assert_int_equal(s.gp.n_stop_ids, 2);
+    assert_int_equal(s.gp.stop_ids[1], 4);
+    assert_int_equal(s.gp.max_tokens, 7); /* max_completion_tokens wins */
+    assert_true(s.max_tokens_set);
+    assert_int_equal(s.gp.n, 3);
+    assert_true(s.gp.logprobs);
+    assert_int_equal(s.gp.top_logprobs, 20);
+    assert_true(s.gp.ignore_eos);
+    assert_non_null(s.template_kwargs);
+    /* messages normalized: developer -> system, parts joined, null content */
+    cJSON *m0 = cJSON_GetArrayItem(s.messages, 0), *m1 = cJSON_GetArrayItem(s.messages, 1),
+          *m2 = cJSON_GetArrayItem(s.messages, 2);
+    assert_string_equal(cJSON_GetObjectItem(m0, "role")->valuestring, "system");
+    assert_string_equal(cJSON_GetObjectItem(m1, "content")->valuestring, "a\nb");
+    assert_string_equal(cJSON_GetObjectItem(m2, "content")->valuestring, "");
+    srv_gen_spec_free(&s);
+}
+
+static void openai_rejects_bad_requests_with_a_param(void **st)
+{
+    static const struct {
+        int api;
+        const char *body;
+        int status;
+        const char *param, *code;
+    } cases[] = {
+#define CHAT(x) "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]" x "}"
+        {SRV_API_CHAT, "", 400, "", "invalid_json"},
+        {SRV_API_CHAT, "{", 400, "", "invalid_json"},
+        {SRV_API_CHAT, "[]", 400, "", "invalid_json"},
+        {SRV_API_CHAT, "{}", 400, "messages", "missing_required_parameter"},
+        {SRV_API_CHAT, CHAT(",\"temperature\":-0.1"), 400, "temperature", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"temperature\":2.5"), 400, "temperature", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"temperature\":\"1\""), 400, "temperature", "invalid_type"},
+        {SRV_API_CHAT, CHAT(",\"top_p\":0"), 400, "top_p", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"min_p\":1.5"), 400, "min_p", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"top_k\":1.5"), 400, "top_k", "invalid_type"},
+        {SRV_API_CHAT, CHAT(",\"presence_penalty\":3"), 400, "presence_penalty", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"repetition_penalty\":0"), 400, "repetition_penalty",
+         "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"n\":6"), 400, "n", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"n\":0"), 400, "n", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"max_tokens\":0"), 400, "max_tokens", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"max_tokens\":-5"), 400, "max_tokens", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"logprobs\":true,\"top_logprobs\":21"), 400, "top_logprobs",
+         "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"top_logprobs\":2"), 400, "top_logprobs", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"logprobs\":1"), 400, "logprobs", "invalid_type"},
+        {SRV_API_CHAT, CHAT(",\"stream_options\":{\"include_usage\":true}"), 400, "stream_options",
+         "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"stop\":[\"\"]"), 400, "stop", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"stop\":3"), 400, "stop", "invalid_type"},
+        {SRV_API_CHAT, CHAT(",\"logit_bias\":{\"x\":1}"), 400, "logit_bias", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"logit_bias\":{\"1\":101}"), 400, "logit_bias", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"stop_token_ids\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]"), 400,
+         "stop_token_ids", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"seed\":1.5"), 400, "seed", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\"}]"), 400, "tools",
+         "unsupported_parameter"},
+        {SRV_API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), 400,
+         "response_format", "unsupported_parameter"},
+        {SRV_API_CHAT, CHAT(",\"prompt\":\"x\""), 400, "prompt", "unknown_parameter"},
+        {SRV_API_CHAT, CHAT(",\"temprature\":1"), 400, "temprature", "unknown_parameter"},
+        {SRV_API_CHAT, "{\"messages\":[]}", 400, "messages", "invalid_value"},
+        {SRV_API_CHAT, "{\"messages\":{}}", 400, "messages", "invalid_type"},
+        {SRV_API_CHAT, "{\"messages\":[1]}", 400, "messages[0]", "invalid_type"},
+        {SRV_API_CHAT, "{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", 400,
+         "messages[0].role", "invalid_value"},
+        {SRV_API_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content",
+         "invalid_value"},
+        {SRV_API_CHAT,
+         "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
+         "messages[0].content[0]", "unsupported_content"},
+        {SRV_API_CHAT, "{\"model\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 400,
+         "model", "invalid_type"},
+        {SRV_API_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt", "invalid_value"},
+        {SRV_API_COMPLETION, "{\"prompt\":[1,-2]}", 400, "prompt", "invalid_value"},
+        {SRV_API_COMPLETION, "{\"prompt\":{}}", 400, "prompt", "invalid_type"},
+        {SRV_API_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":21}", 400, "logprobs",
+         "invalid_value"},
+        {SRV_API_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", 400, "logprobs",
+         "invalid_type"},
+        {SRV_API_COMPLETION, "{\"prompt\":\"x\",\"echo\":true,\"logprobs\":1}", 400, "echo",
+         "unsupported_parameter"},
+        {SRV_API_COMPLETION, "{\"prompt\":\"x\",\"best_of\":3}", 400, "best_of",
+         "unsupported_parameter"},
+        {SRV_API_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 400, "suffix",
+         "unsupported_parameter"},
+        {SRV_API_COMPLETION, "{\"prompt\":\"x\",\"messages\":[]}", 400, "messages",
+         "unknown_parameter"},
+#undef CHAT
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        srv_gen_spec s;
+        srv_api_error e;
+        int err = parse(cases[i].api, cases[i].body, &s, &e);
+        if (!err) fail_msg("accepted: %s", cases[i].body);
+        assert_int_equal(e.status, cases[i].status);
+        if (strcmp(e.param, cases[i].param))
+            fail_msg("%s: param '%s', want '%s' (%s)", cases[i].body, e.param, cases[i].param,
+                     e.message);
+        assert_non_null(e.code);
+        if (strcmp(e.code, cases[i].code))
+            fail_msg("%s: code %s, want %s (%s)", cases[i].body, e.code, cases[i].code, e.message);
+        assert_true(strlen(e.message) > 10);
+        assert_null(s.messages); /* nothing is left to free */
+    }
+}
+
+static void openai_completion_prompt_forms(void **st)
+{
+    srv_gen_spec s;
+    srv_api_error e;
+    assert_int_equal(parse(SRV_API_COMPLETION, "{\"prompt\":\"abc\",\"echo\":true}", &s, &e), 0);
+    assert_string_equal(s.prompt, "abc");
+    assert_int_equal(s.prompt_len, 3);
+    assert_true(s.echo);
+    srv_gen_spec_free(&s);
+    assert_int_equal(parse(SRV_API_COMPLETION, "{\"prompt\":[\"abc\"]}", &s, &e), 0);
+    assert_string_equal(s.prompt, "abc");
+    srv_gen_spec_free(&s);
+    assert_int_equal(parse(SRV_API_COMPLETION, "{\"prompt\":[1,2,3],\"logprobs\":3}", &s, &e), 0);
+    assert_int_equal(s.n_prompt_ids, 3);
+    assert_int_equal(s.prompt_ids[2], 3);
+    assert_true(s.gp.logprobs);
+    assert_int_equal(s.gp.top_logprobs, 3);
+    assert_int_equal(srv_openai_check_vocab(&s, 4, &e), 0);
+    assert_int_not_equal(srv_openai_check_vocab(&s, 3, &e), 0);
+    assert_string_equal(e.param, "prompt");
+    srv_gen_spec_free(&s);
+    assert_int_equal(
+        parse(SRV_API_COMPLETION, "{\"prompt\":[[5,6]],\"logit_bias\":{\"9\":1}}", &s, &e), 0);
+    assert_int_equal(s.n_prompt_ids, 2);
+    assert_int_not_equal(srv_openai_check_vocab(&s, 9, &e), 0);
+    assert_string_equal(e.param, "logit_bias");
+    srv_gen_spec_free(&s);
+}
+
+/* ---- metrics --------------------------------------------------------------------------------- */
+
+static void metrics_histogram_is_cumulative(void **st)
+{
+    static const double le[] = {0.1, 1.0};
+    srv_hist h;
+    srv_hist_init(&h, le, 2);
+    srv_hist_observe(&h, 0.05);
+    srv_hist_observe(&h, 0.1); /* le is inclusive */
+    srv_hist_observe(&h, 0.5);
+    srv_hist_observe(&h, 7.0);
+    srv_buf b = {0};
+    srv_hist_write(&b, "t", "model=\"m\"", &h);
+    assert_string_equal(b.p, "t_bucket{model=\"m\",le=\"0.1\"} 2\n"
+                             "t_bucket{model=\"m\",le=\"1\"} 3\n"
+                             "t_bucket{model=\"m\",le=\"+Inf\"} 4\n"
+                             "t_sum{model=\"m\"} 7.65\n"
+                             "t_count{model=\"m\"} 4\n");
+    srv_buf_reset(&b);
+    srv_prom_label(&b, "a\"b\\c\nd");
+    assert_string_equal(b.p, "a\\\"b\\\\c\\nd");
+    srv_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(http_parse_simple_get),
+        cmocka_unit_test(http_parse_headers_lowercase_and_body),
+        cmocka_unit_test(http_parse_byte_by_byte),
+        cmocka_unit_test(http_parse_chunked_body),
+        cmocka_unit_test(http_parse_pipelined_requests_one_at_a_time),
+        cmocka_unit_test(http_parse_limits_give_the_right_status),
+        cmocka_unit_test(http_parse_expect_continue_and_http10),
+        cmocka_unit_test(router_matches_routes_params_and_methods),
+        cmocka_unit_test(auth_checks_bearer_keys),
+        cmocka_unit_test(sse_frames_events),
+        cmocka_unit_test(util_json_strings_escape_and_repair_utf8),
+        cmocka_unit_test(openai_chat_defaults_and_fields),
+        cmocka_unit_test(openai_rejects_bad_requests_with_a_param),
+        cmocka_unit_test(openai_completion_prompt_forms),
+        cmocka_unit_test(metrics_histogram_is_cumulative),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
