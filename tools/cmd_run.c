@@ -7,6 +7,7 @@
 #include "vkpt/sampler.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -154,7 +154,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
     r->T = r->o.max_step_tokens;
     r->R = r->o.all_logits ? r->T : r->o.max_seqs;
     r->max_blocks_seq = (r->o.n_ctx + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK;
-    r->adj_cap = r->R * 256;
+    r->adj_cap = r->R * (r->o.max_edits_per_row ? r->o.max_edits_per_row : 2048);
     int err = vkpt_cmd_init(r->dev, r->o.queue, &r->cmd);
     if (err) goto fail;
 
@@ -193,7 +193,10 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
     r->ap = (vkpt_attn_params){.n_head = hp->n_head,
                                .n_kv_head = hp->n_head_kv,
                                .head_dim = hp->head_dim,
-                               .window = hp->sliding_window};
+                               .window = hp->sliding_window,
+                               /* a fixed split length: decode reductions then
+                                * do not depend on the batch */
+                               .split_len = r->o.batch_invariant ? 64 : 0};
     r->meta_cap = vkpt_attn_meta_words_max(r->o.max_seqs, r->T);
     const int D = VKPT_MK_DEVICE, U = VKPT_MK_UPLOAD, H = VKPT_MK_HOST, S = VKPT_MEM_SCRATCH;
     struct {
@@ -352,6 +355,20 @@ static uint32_t blocks_needed(const seq_state *s, uint32_t n)
     return want > s->n_blocks ? want - s->n_blocks : 0;
 }
 
+uint32_t vkpt_runner_blocks_needed(const vkpt_runner *r, int seq, uint32_t n)
+{
+    const seq_state *s = seq_get((vkpt_runner *)r, seq);
+    return s ? blocks_needed(s, n) : 0;
+}
+
+uint32_t vkpt_runner_seq_exclusive_blocks(const vkpt_runner *r, int seq)
+{
+    const seq_state *s = seq_get((vkpt_runner *)r, seq);
+    uint32_t n = 0;
+    for (uint32_t b = 0; s && b < s->n_blocks; b++) n += r->pool.ref[s->blocks[b]] == 1;
+    return n;
+}
+
 bool vkpt_runner_can_append(const vkpt_runner *r, int seq, uint32_t n)
 {
     const seq_state *s = seq_get((vkpt_runner *)r, seq);
@@ -386,7 +403,9 @@ static int matmul(vkpt_runner *r, const vkpt_tensor *w, const vkpt_buf *x, uint3
                       .y = *y,
                       .y_stride = y_stride,
                       .bias = bias && vkpt_tensor_ok(bias) ? bias->buf : nullbuf(),
-                      .path = VKPT_MM_AUTO};
+                      /* one kernel for every batch size: a row's result then
+                       * does not depend on what else is in the step */
+                      .path = r->o.batch_invariant ? VKPT_MM_MATMUL : VKPT_MM_AUTO};
     return vkpt_k_matmul(&r->cmd, &a);
 }
 

@@ -35,13 +35,13 @@ typedef struct vkpt_kbench_opts {
 } vkpt_kbench_opts;
 
 typedef struct vkpt_kbench_row {
-    char name[48];      /* "<op>/<type>/<path>", e.g. "matvec/q4_k/matvec_subgroup" */
+    char name[48]; /* "<op>/<type>/<path>", e.g. "matvec/q4_k/matvec_subgroup" */
     uint32_t K, M, n_tok;
-    double us;          /* best time of one call, microseconds */
-    double gbps;        /* bytes the kernel must move (weights, activations, output) / s / 1e9 */
-    double gflops;      /* 2 K M n_tok / s / 1e9 (0 for get_rows) */
-    double check;       /* worst |gpu - reference| / sum|w||x| over sampled outputs */
-    bool ok;            /* check within the kernels' documented bound */
+    double us;     /* best time of one call, microseconds */
+    double gbps;   /* bytes the kernel must move (weights, activations, output) / s / 1e9 */
+    double gflops; /* 2 K M n_tok / s / 1e9 (0 for get_rows) */
+    double check;  /* worst |gpu - reference| / sum|w||x| over sampled outputs */
+    bool ok;       /* check within the kernels' documented bound */
 } vkpt_kbench_row;
 
 /* Time matvec (1 token; every path the device has: matvec,

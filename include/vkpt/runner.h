@@ -27,10 +27,11 @@ typedef struct vkpt_runner vkpt_runner;
 typedef struct vkpt_runner_opts {
     uint32_t n_ctx;    /* max tokens per sequence (0: model's training context, capped at 4096) */
     uint32_t max_seqs; /* sequences open at once (0: 1) */
-    uint32_t max_step_tokens; /* tokens per step across sequences (0: 512) */
-    uint32_t kv_tokens;       /* KV-cache capacity in tokens (0: n_ctx * max_seqs) */
-    uint32_t queue;           /* compute queue index on the device */
-    bool all_logits;          /* allow steps that return every position's logits */
+    uint32_t max_step_tokens;   /* tokens per step across sequences (0: 512) */
+    uint32_t kv_tokens;         /* KV-cache capacity in tokens (0: n_ctx * max_seqs) */
+    uint32_t queue;             /* compute queue index on the device */
+    bool all_logits;            /* allow steps that return every position's logits */
+    uint32_t max_edits_per_row; /* logit edits per output row (0: 2048) */
     /* Batch-invariant numerics: every projection uses the same kernel whatever
      * the batch size, so a sequence's results do not depend on what else is in
      * the step (slower decode at batch 1). */
@@ -59,8 +60,13 @@ typedef struct vkpt_runner_stats {
     uint32_t seqs_open, max_seqs, n_ctx, max_step_tokens;
 } vkpt_runner_stats;
 void vkpt_runner_get_stats(const vkpt_runner *r, vkpt_runner_stats *out);
-/* Would appending n tokens to these sequences fit the KV cache now? */
+/* Would appending n tokens to this sequence fit the KV cache now? */
 bool vkpt_runner_can_append(const vkpt_runner *r, int seq, uint32_t n);
+/* New KV blocks appending n tokens to the sequence takes (0 for an unknown
+ * sequence). A step's appends together must fit the free blocks. */
+uint32_t vkpt_runner_blocks_needed(const vkpt_runner *r, int seq, uint32_t n);
+/* Blocks of the sequence no other sequence references (what closing it frees). */
+uint32_t vkpt_runner_seq_exclusive_blocks(const vkpt_runner *r, int seq);
 
 /* One sparse logit edit (same layout as the GPU's). */
 typedef struct vkpt_logit_edit {
