@@ -46,7 +46,8 @@ typedef struct ctx {
     vkpt__arena *a;
     vkpt__buf *out;
     frame *global;
-    frame *cur; /* the frame names resolve in */
+    frame *cur;     /* the frame names resolve in */
+    uint64_t steps; /* statements run: a budget against runaway templates */
     int err;
     int depth;
 } ctx;
@@ -368,7 +369,13 @@ static double num(const jv *v)
 
 static int64_t inum(const jv *v)
 {
-    return v->type == JV_INT ? v->u.i : v->type == JV_BOOL ? v->u.b : (int64_t)v->u.f;
+    if (v->type == JV_INT) return v->u.i;
+    if (v->type == JV_BOOL) return v->u.b;
+    double f = v->u.f;
+    if (isnan(f)) return 0;
+    if (f >= 9.2e18) return INT64_MAX;
+    if (f <= -9.2e18) return INT64_MIN;
+    return (int64_t)f;
 }
 
 /* Python's repr() of a float: the shortest string that reads back the same. */
@@ -1137,17 +1144,23 @@ static jv *slice(ctx *c, const jnode *at, const jv *obj, const jv *a, const jv *
     }
     jv *out = obj->type == JV_LIST ? mk_list(c, 0) : NULL;
     vkpt__buf sb = {0};
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+    size_t *offs = NULL; /* byte offset of each character, and the end */
+    if (obj->type == JV_STR) {
+        offs = vkpt__arena_alloc(c->a, ((size_t)len + 1) * sizeof *offs);
+        if (!offs) return oom(c);
+        size_t k = 0;
+        for (size_t q = 0; q < obj->u.s.n; q++)
+            if (((uint8_t)obj->u.s.p[q] & 0xC0) != 0x80) offs[k++] = q;
+        offs[k] = obj->u.s.n;
+    }
+    for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
         if (obj->type == JV_LIST) {
             if (!list_push(c, out, obj->u.l.v[i])) return NULL;
-        } else {
-            size_t o = char_off(obj->u.s.p, obj->u.s.n, (size_t)i);
-            size_t e = char_off(obj->u.s.p + o, obj->u.s.n - o, 1);
-            if (vkpt__buf_put(&sb, obj->u.s.p + o, e)) {
-                vkpt__buf_free(&sb);
-                return oom(c);
-            }
+        } else if (vkpt__buf_put(&sb, obj->u.s.p + offs[i], offs[i + 1] - offs[i])) {
+            vkpt__buf_free(&sb);
+            return oom(c);
         }
+        if (__builtin_add_overflow(i, step, &i)) break;
     }
     if (obj->type == JV_STR) {
         jv *r = mk_str(c, sb.p ? sb.p : "", sb.n);
@@ -1220,9 +1233,10 @@ static jv *call_fn(ctx *c, const jnode *at, const jv *fn, const args *a)
             return failf(c, at, "range() needs an argument");
         if (step == 0) return failf(c, at, "range() step cannot be zero");
         jv *l = mk_list(c, 0);
-        for (int64_t i = start; l && (step > 0 ? i < stop : i > stop); i += step) {
+        for (int64_t i = start; l && (step > 0 ? i < stop : i > stop);) {
             if (l->u.l.n >= 100000) return failf(c, at, "range() longer than 100000");
             if (!list_push(c, l, mk_int(c, i))) return NULL;
+            if (__builtin_add_overflow(i, step, &i)) break;
         }
         return l;
     }
@@ -1634,7 +1648,7 @@ static jv *apply_filter(ctx *c, const jnode *at, const jv *v, const args *a)
         jv *dv = arg(a, 0, "default");
         if (v->type == JV_INT) return (jv *)v;
         if (v->type == JV_BOOL) return mk_int(c, v->u.b);
-        if (v->type == JV_FLOAT) return mk_int(c, (int64_t)v->u.f);
+        if (v->type == JV_FLOAT) return mk_int(c, inum(v));
         if (v->type == JV_STR) {
             char tmp[64];
             snprintf(tmp, sizeof tmp, "%.*s", (int)(v->u.s.n < 63 ? v->u.s.n : 63), v->u.s.p);
@@ -1644,7 +1658,8 @@ static jv *apply_filter(ctx *c, const jnode *at, const jv *v, const args *a)
             if (*end == 0 && end != tmp) return mk_int(c, x);
             double d = strtod(tmp, &end);
             while (*end == ' ') end++;
-            if (*end == 0 && end != tmp) return mk_int(c, (int64_t)d);
+            jv fv = {.type = JV_FLOAT, .u.f = d};
+            if (*end == 0 && end != tmp) return mk_int(c, inum(&fv));
         }
         return dv ? dv : mk_int(c, 0);
     }
@@ -2030,16 +2045,27 @@ static jv *binop(ctx *c, const jnode *n, jv *l, jv *r)
     bool fl = l->type == JV_FLOAT || r->type == JV_FLOAT;
     double a = num(l), b = num(r);
     int64_t ia = inum(l), ib = inum(r);
+    int64_t ir;
     switch (op) {
-    case JOP_ADD: return fl ? mk_float(c, a + b) : mk_int(c, ia + ib);
-    case JOP_SUB: return fl ? mk_float(c, a - b) : mk_int(c, ia - ib);
-    case JOP_MUL: return fl ? mk_float(c, a * b) : mk_int(c, ia * ib);
+    case JOP_ADD:
+        if (fl) return mk_float(c, a + b);
+        if (__builtin_add_overflow(ia, ib, &ir)) return failf(c, n, "integer overflow");
+        return mk_int(c, ir);
+    case JOP_SUB:
+        if (fl) return mk_float(c, a - b);
+        if (__builtin_sub_overflow(ia, ib, &ir)) return failf(c, n, "integer overflow");
+        return mk_int(c, ir);
+    case JOP_MUL:
+        if (fl) return mk_float(c, a * b);
+        if (__builtin_mul_overflow(ia, ib, &ir)) return failf(c, n, "integer overflow");
+        return mk_int(c, ir);
     case JOP_DIV:
         if (b == 0) return failf(c, n, "division by zero");
         return mk_float(c, a / b);
     case JOP_FLOORDIV:
         if (b == 0) return failf(c, n, "integer division by zero");
         if (fl) return mk_float(c, floor(a / b));
+        if (ia == INT64_MIN && ib == -1) return failf(c, n, "integer overflow");
         return mk_int(c, ia / ib - ((ia % ib != 0) && ((ia < 0) != (ib < 0))));
     case JOP_MOD:
         if (b == 0) return failf(c, n, "modulo by zero");
@@ -2048,6 +2074,7 @@ static jv *binop(ctx *c, const jnode *n, jv *l, jv *r)
             if (m != 0 && ((m < 0) != (b < 0))) m += b;
             return mk_float(c, m);
         } else {
+            if (ib == -1) return mk_int(c, 0);
             int64_t m = ia % ib;
             if (m != 0 && ((m < 0) != (ib < 0))) m += ib;
             return mk_int(c, m);
@@ -2055,7 +2082,13 @@ static jv *binop(ctx *c, const jnode *n, jv *l, jv *r)
     case JOP_POW:
         if (!fl && ib >= 0) {
             int64_t x = 1;
-            for (int64_t i = 0; i < ib && i < 64; i++) x *= ia;
+            if (ia == 0 || ia == 1)
+                x = ib ? ia : 1;
+            else if (ia == -1)
+                x = ib % 2 ? -1 : 1;
+            else /* |ia| >= 2: overflows within 64 steps */
+                for (int64_t i = 0; i < ib; i++)
+                    if (__builtin_mul_overflow(x, ia, &x)) return failf(c, n, "integer overflow");
             return mk_int(c, x);
         }
         return mk_float(c, pow(a, b));
@@ -2126,8 +2159,12 @@ static jv *eval(ctx *c, const jnode *n)
                       type_name(v));
         else if (n->op == JOP_POS)
             r = v->type == JV_BOOL ? mk_int(c, v->u.b) : v;
+        else if (v->type == JV_FLOAT)
+            r = mk_float(c, -v->u.f);
+        else if (inum(v) == INT64_MIN)
+            r = failf(c, n, "integer overflow");
         else
-            r = v->type == JV_FLOAT ? mk_float(c, -v->u.f) : mk_int(c, -inum(v));
+            r = mk_int(c, -inum(v));
         break;
     }
     case JN_BINARY: {
@@ -2258,10 +2295,21 @@ static int exec_for(ctx *c, const jnode *n, frame *f)
     return EX_OK;
 }
 
+#define MAX_STEPS  20000000u
+#define MAX_OUTPUT (256u << 20)
+
 static int exec_body(ctx *c, const jnodes *body, frame *f)
 {
     for (size_t i = 0; i < body->n; i++) {
         const jnode *n = body->v[i];
+        if (++c->steps > MAX_STEPS || c->out->n > MAX_OUTPUT) {
+            if (!c->err)
+                c->err = vkpt_fail(VKPT_ETOOBIG,
+                                   "chat template line %u, column %u: the template runs more than "
+                                   "%u steps or renders more than %u MiB",
+                                   n->line, n->col, MAX_STEPS, MAX_OUTPUT >> 20);
+            return EX_ERR;
+        }
         frame *saved = c->cur;
         c->cur = f;
         int r = EX_OK;

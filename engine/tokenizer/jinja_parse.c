@@ -222,7 +222,10 @@ static int lex_string(lexer *lx, size_t *pos)
             err = vkpt__buf_putc(&b, c);
             i++;
         } else {
-            if (i + 1 >= lx->n) continue;
+            if (i + 1 >= lx->n) {
+                vkpt__buf_free(&b);
+                return lex_fail(lx, start, "unterminated string literal%s", NULL);
+            }
             char e = s[i + 1];
             i += 2;
             switch (e) {

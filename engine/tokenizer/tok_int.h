@@ -219,7 +219,9 @@ typedef struct vkpt__dec {
     bool strip_first; /* METASPACE */
 } vkpt__dec;
 
-#define VKPT__MAX_EOG 16
+#define VKPT__MAX_EOG         16
+#define VKPT__MAX_META_UNSAFE 32
+#define VKPT__MAX_META_UNSAFE 32
 
 struct vkpt_tokenizer {
     /* vocabulary */
@@ -247,6 +249,9 @@ struct vkpt_tokenizer {
     uint32_t n_merges;
     int32_t unk; /* model unk id or -1 */
     bool byte_fallback, fuse_unk, ignore_merges;
+    bool meta_split; /* "▁" after another character bounds merges ... */
+    uint32_t meta_unsafe[VKPT__MAX_META_UNSAFE]; /* ... unless it is one of these */
+    int n_meta_unsafe;
     char *cont_prefix; /* BPE continuing_subword_prefix / WordPiece "##" */
     size_t cont_prefix_n;
     char *eow_suffix; /* BPE end_of_word_suffix */

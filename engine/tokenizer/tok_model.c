@@ -92,7 +92,7 @@ int vkpt__model_scratch_init(vkpt__model_scratch *s, const vkpt_tokenizer *t, si
 {
     memset(s, 0, sizeof *s);
     /* Long inputs repeat their words: remember the ids of short ones. */
-    if (t->model == VKPT__M_BPE && input_len >= 4096) {
+    if (t->model != VKPT__M_WORDPIECE && input_len >= 4096) {
         uint32_t n = input_len >= (1u << 20) ? 1u << 15 : 1u << 12;
         s->cache = vkpt_calloc(n, sizeof *s->cache);
         s->cache_text = vkpt_malloc((size_t)n * CACHE_WORD_MAX);
@@ -216,20 +216,9 @@ static void cache_put(vkpt__model_scratch *s, uint64_t h, const char *p, size_t 
     memcpy(s->cache_text + (size_t)(h & s->cache_mask) * CACHE_WORD_MAX, p, n);
 }
 
-static int bpe_encode(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
-                      vkpt_tokens *out)
+static int bpe_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
+                    vkpt_tokens *out)
 {
-    if (t->ignore_merges) {
-        int32_t id = t->byte_level ? vkpt__raw_get(t, p, n) : vkpt__vocab_get(t, p, n);
-        if (id >= 0) return vkpt_tokens_push(out, id);
-    }
-    uint64_t h = 0;
-    bool cacheable = s->cache && n <= CACHE_WORD_MAX;
-    if (cacheable) {
-        h = vkpt__hash(p, n);
-        int r = cache_get(s, h, p, n, out);
-        if (r) return r < 0 ? VKPT_ENOMEM : 0;
-    }
     int err = sym_reserve(s, n + 2);
     if (err) return err;
     size_t ns = 0;
@@ -260,10 +249,8 @@ static int bpe_encode(const vkpt_tokenizer *t, vkpt__model_scratch *s, const cha
         if ((err = bpe_try_pair(t, s, s->prev[l], l))) return err;
         if ((err = bpe_try_pair(t, s, l, s->next[l]))) return err;
     }
-    size_t first = out->n;
     for (int32_t i = ns ? 0 : -1; i >= 0; i = s->next[i])
         if ((err = vkpt_tokens_push(out, s->id[i]))) return err;
-    if (cacheable) cache_put(s, h, p, n, out->ids + first, out->n - first);
     return 0;
 }
 
@@ -291,8 +278,8 @@ static int spm_try_pair(const vkpt_tokenizer *t, vkpt__model_scratch *s, const c
     return heap_push(s, e);
 }
 
-static int spm_encode(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
-                      vkpt_tokens *out)
+static int spm_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
+                    vkpt_tokens *out)
 {
     int err = sym_reserve(s, n + 2);
     if (err) return err;
@@ -375,14 +362,52 @@ static int wordpiece_encode(const vkpt_tokenizer *t, vkpt__model_scratch *s, con
     return 0;
 }
 
+/* One word through the model, through the word cache when there is one. */
+static int encode_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
+                       vkpt_tokens *out)
+{
+    uint64_t h = 0;
+    bool cacheable = s->cache && n <= CACHE_WORD_MAX;
+    if (cacheable) {
+        h = vkpt__hash(p, n);
+        int r = cache_get(s, h, p, n, out);
+        if (r) return r < 0 ? VKPT_ENOMEM : 0;
+    }
+    size_t first = out->n;
+    int err = t->model == VKPT__M_SPM ? spm_word(t, s, p, n, out) : bpe_word(t, s, p, n, out);
+    if (!err && cacheable) cache_put(s, h, p, n, out->ids + first, out->n - first);
+    return err;
+}
+
 int vkpt__model_encode(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
                        vkpt_tokens *out)
 {
     if (!n) return 0;
-    switch (t->model) {
-    case VKPT__M_BPE: return bpe_encode(t, s, p, n, out);
-    case VKPT__M_SPM: return spm_encode(t, s, p, n, out);
-    case VKPT__M_WORDPIECE: return wordpiece_encode(t, s, p, n, out);
+    if (t->model == VKPT__M_WORDPIECE) return wordpiece_encode(t, s, p, n, out);
+    if (t->model != VKPT__M_BPE && t->model != VKPT__M_SPM)
+        return vkpt_fail(VKPT_EINVAL, "tokenizer model %d", t->model);
+    if (t->ignore_merges) {
+        int32_t id = t->byte_level ? vkpt__raw_get(t, p, n) : vkpt__vocab_get(t, p, n);
+        if (id >= 0) return vkpt_tokens_push(out, id);
     }
-    return vkpt_fail(VKPT_EINVAL, "tokenizer model %d", t->model);
+    if (!t->meta_split) return encode_word(t, s, p, n, out);
+    /* No merge crosses a "▁" after a character no token puts before "▁"
+     * (tokenizer.c, meta_bounds): words between such "▁"s are encoded apart,
+     * and cached, with the same result as the whole piece. */
+    size_t start = 0;
+    for (size_t i = 1; i + 3 <= n; i++) {
+        if (memcmp(p + i, "\xE2\x96\x81", 3)) continue;
+        size_t b = i - 1;
+        while (b > 0 && ((uint8_t)p[b] & 0xC0) == 0x80) b--;
+        uint32_t cp;
+        vkpt__utf8_next((const uint8_t *)p + b, i - b, &cp);
+        bool unsafe = cp == 0x2581;
+        for (int u = 0; u < t->n_meta_unsafe && !unsafe; u++) unsafe = t->meta_unsafe[u] == cp;
+        if (unsafe) continue;
+        int err = encode_word(t, s, p + start, i - start, out);
+        if (err) return err;
+        start = i;
+        i += 2;
+    }
+    return encode_word(t, s, p + start, n - start, out);
 }

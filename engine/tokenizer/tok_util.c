@@ -288,13 +288,13 @@ static bool byte_is_printable(unsigned b)
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
 }
 
+/* The 68 others, in byte order: 0x00-0x20, 0x7F-0xA0, 0xAD. */
 uint32_t vkpt__byte_to_cp(uint8_t b)
 {
     if (byte_is_printable(b)) return b;
-    unsigned n = 0;
-    for (unsigned i = 0; i < b; i++)
-        if (!byte_is_printable(i)) n++;
-    return 0x100 + n;
+    if (b <= 0x20) return 0x100u + b;
+    if (b >= 0x7F && b <= 0xA0) return 0x100u + 33 + (b - 0x7Fu);
+    return 0x100u + 67; /* 0xAD */
 }
 
 int vkpt__cp_to_byte(uint32_t cp)
@@ -302,10 +302,5 @@ int vkpt__cp_to_byte(uint32_t cp)
     if (cp < 0x100) return byte_is_printable(cp) ? (int)cp : -1;
     if (cp >= 0x100 + 68) return -1;
     unsigned n = cp - 0x100;
-    for (unsigned i = 0; i < 256; i++) {
-        if (byte_is_printable(i)) continue;
-        if (n == 0) return (int)i;
-        n--;
-    }
-    return -1;
+    return n < 33 ? (int)n : n < 67 ? (int)(0x7F + n - 33) : 0xAD;
 }

@@ -580,10 +580,29 @@ static size_t trim_right_len(const char *s, size_t n, bool js)
     return n - e;
 }
 
+static bool max_cp_below(const char *s, size_t n, uint32_t limit)
+{
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t i = 0; i < n;) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        i += vkpt__utf8_next(u + i, n - i, &cp);
+        if (cp >= limit) return false;
+    }
+    return true;
+}
+
 static int norm_one(const vkpt__norm *nm, const char *s, size_t n, vkpt__buf *out)
 {
     switch (nm->kind) {
-    case VKPT__N_NFC: return norm_utf8proc(s, n, UTF8PROC_STABLE | UTF8PROC_COMPOSE, out);
+    case VKPT__N_NFC:
+        /* text below U+0300 has no combining marks and nothing to compose or
+         * decompose: already NFC (most English text takes this path) */
+        if (max_cp_below(s, n, 0x300)) return vkpt__buf_put(out, s, n);
+        return norm_utf8proc(s, n, UTF8PROC_STABLE | UTF8PROC_COMPOSE, out);
     case VKPT__N_NFD: return norm_utf8proc(s, n, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE, out);
     case VKPT__N_NFKC:
         return norm_utf8proc(s, n, UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT, out);
@@ -1166,6 +1185,39 @@ static int build_raw_map(vkpt_tokenizer *t)
     return err;
 }
 
+/* Merges cannot cross a "▁" that follows a character c unless some token
+ * holds c"▁": collect those c (few or none in SentencePiece vocabularies;
+ * Gemma 3 has one, ">▁</"). Words split at the other "▁"s encode exactly as
+ * the whole piece does. Not for vocabularies where word ends matter
+ * (prefix/suffix rules, ignore_merges) or where "▁" is not a token. */
+static void meta_bounds(vkpt_tokenizer *t)
+{
+    t->meta_split = false;
+    t->n_meta_unsafe = 0;
+    if (t->byte_level || t->model == VKPT__M_WORDPIECE || t->cont_prefix_n || t->eow_suffix_n ||
+        t->ignore_merges || vkpt__vocab_get(t, "\xE2\x96\x81", 3) < 0)
+        return;
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        if (t->pflags[i] & VKPT__PF_UNUSED) continue;
+        const char *s = t->tok_pool + t->tok_off[i];
+        size_t n = t->tok_len[i];
+        for (size_t k = 1; k + 3 <= n; k++) {
+            if (memcmp(s + k, "\xE2\x96\x81", 3)) continue;
+            size_t b = k - 1;
+            while (b > 0 && ((uint8_t)s[b] & 0xC0) == 0x80) b--;
+            uint32_t cp;
+            vkpt__utf8_next((const uint8_t *)s + b, k - b, &cp);
+            if (cp == 0x2581) continue;
+            bool known = false;
+            for (int u = 0; u < t->n_meta_unsafe; u++) known = known || t->meta_unsafe[u] == cp;
+            if (known) continue;
+            if (t->n_meta_unsafe == VKPT__MAX_META_UNSAFE) return;
+            t->meta_unsafe[t->n_meta_unsafe++] = cp;
+        }
+    }
+    t->meta_split = true;
+}
+
 int vkpt__tok_finish(vkpt_tokenizer *t)
 {
     int err;
@@ -1197,6 +1249,7 @@ int vkpt__tok_finish(vkpt_tokenizer *t)
         }
     }
     if ((err = vkpt__tok_build_pieces(t))) return err;
+    meta_bounds(t);
     /* end-of-generation ids */
     eog_add(t, t->sp.eos);
     static const char *const ends[] = {
