@@ -24,6 +24,7 @@
 #include "kernels.h"
 #include "kvpool.h"
 #include "model_int.h"
+#include "runner_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -31,44 +32,7 @@
 
 _Static_assert(sizeof(vkpt_logit_edit) == sizeof(vkpt_logit_adj), "edit layout matches the GPU's");
 
-typedef struct seq_state {
-    bool open;
-    uint32_t len;      /* tokens in the cache */
-    uint32_t n_blocks; /* blocks held */
-    uint32_t *blocks;  /* [max_blocks_seq] */
-} seq_state;
-
-struct vkpt_runner {
-    vkpt_model *m;
-    vkpt_device *dev;
-    const vkpt_hparams *hp;
-    vkpt_runner_opts o;
-    uint32_t T;              /* max rows per step */
-    uint32_t R;              /* max output rows per step */
-    uint32_t max_blocks_seq; /* ceil(n_ctx / 16) */
-    uint32_t adj_cap;        /* logit edits per step */
-    vkpt_kvpool pool;
-    vkpt_buf *kc, *vc; /* [n_layer] */
-    seq_state *seqs;
-    uint32_t *seq_blocks; /* backing store of every seq's block list */
-
-    /* device scratch */
-    vkpt_buf x, h, h2, q, k, v, ao, gu, act, xo, logits, attn_scratch;
-    /* host-visible inputs */
-    vkpt_buf in_ids, in_pos, in_slots, in_meta, in_bt, in_rows, in_temps, in_ones, in_adj_off,
-        in_adj;
-    /* host-visible outputs */
-    vkpt_buf out_topv, out_topi, out_lse, out_lset;
-    vkpt_buf inv_freq;
-    float mscale;
-    size_t meta_cap;
-    vkpt_attn_params ap;
-    int rope_layout;
-    vkpt_cmd cmd;
-    uint32_t last_n_out;
-};
-
-static int alloc(vkpt_runner *r, vkpt_buf *b, uint64_t bytes, int kind, int purpose)
+int vkpt__rn_alloc(vkpt_runner *r, vkpt_buf *b, uint64_t bytes, int kind, int purpose)
 {
     return vkpt_buf_alloc(r->dev, bytes ? bytes : 16, kind, purpose, b);
 }
@@ -77,12 +41,34 @@ void vkpt_runner_destroy(vkpt_runner *r)
 {
     if (!r) return;
     vkpt_cmd_free(&r->cmd);
-    vkpt_buf *bufs[] = {
-        &r->x,        &r->h,        &r->h2,         &r->q,       &r->k,        &r->v,
-        &r->ao,       &r->gu,       &r->act,        &r->xo,      &r->logits,   &r->attn_scratch,
-        &r->in_ids,   &r->in_pos,   &r->in_slots,   &r->in_meta, &r->in_bt,    &r->in_rows,
-        &r->in_temps, &r->in_ones,  &r->in_adj_off, &r->in_adj,  &r->out_topv, &r->out_topi,
-        &r->out_lse,  &r->out_lset, &r->inv_freq};
+    vkpt_buf *bufs[] = {&r->qkv,
+                        &r->x,
+                        &r->h,
+                        &r->h2,
+                        &r->q,
+                        &r->k,
+                        &r->v,
+                        &r->ao,
+                        &r->gu,
+                        &r->act,
+                        &r->xo,
+                        &r->logits,
+                        &r->attn_scratch,
+                        &r->in_ids,
+                        &r->in_pos,
+                        &r->in_slots,
+                        &r->in_meta,
+                        &r->in_bt,
+                        &r->in_rows,
+                        &r->in_temps,
+                        &r->in_ones,
+                        &r->in_adj_off,
+                        &r->in_adj,
+                        &r->out_topv,
+                        &r->out_topi,
+                        &r->out_lse,
+                        &r->out_lset,
+                        &r->inv_freq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) vkpt_buf_free(r->dev, bufs[i]);
     if (r->kc)
         for (uint32_t l = 0; l < r->hp->n_layer; l++) {
@@ -122,7 +108,8 @@ static int setup_rope(vkpt_runner *r)
     /* GGUF llama3 files carry their scaling as per-frequency divisors */
     if (!err && r->m->rope_freq_factors)
         for (uint32_t i = 0; i < n; i++) f[i] /= r->m->rope_freq_factors[i];
-    if (!err) err = alloc(r, &r->inv_freq, n * sizeof(float), VKPT_MK_DEVICE, VKPT_MEM_OTHER);
+    if (!err)
+        err = vkpt__rn_alloc(r, &r->inv_freq, n * sizeof(float), VKPT_MK_DEVICE, VKPT_MEM_OTHER);
     if (!err) err = vkpt_buf_upload(r->dev, &r->inv_freq, 0, f, n * sizeof(float));
     vkpt_free(f);
     r->rope_layout =
@@ -134,7 +121,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
 {
     if (!m || !out) return vkpt_fail(VKPT_EINVAL, "vkpt_runner_create: NULL");
     *out = NULL;
-    if (m->arch->flags & (VKPT_AF_MOE | VKPT_AF_ENCODER | VKPT_AF_FUSED_QKV | VKPT_AF_LAYERNORM))
+    if (m->arch->flags & (VKPT_AF_MOE | VKPT_AF_ENCODER))
         return vkpt_fail(VKPT_EUNSUPPORTED,
                          "%s: the %s architecture's forward pass is not implemented yet",
                          m->info.name, m->arch->gguf_name);
@@ -178,8 +165,9 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
     for (uint32_t s = 0; s < r->o.max_seqs; s++)
         r->seqs[s].blocks = r->seq_blocks + (size_t)s * r->max_blocks_seq;
     for (uint32_t l = 0; l < hp->n_layer && !err; l++) {
-        err = alloc(r, &r->kc[l], n_blocks * block_bytes, VKPT_MK_DEVICE, VKPT_MEM_KV);
-        if (!err) err = alloc(r, &r->vc[l], n_blocks * block_bytes, VKPT_MK_DEVICE, VKPT_MEM_KV);
+        err = vkpt__rn_alloc(r, &r->kc[l], n_blocks * block_bytes, VKPT_MK_DEVICE, VKPT_MEM_KV);
+        if (!err)
+            err = vkpt__rn_alloc(r, &r->vc[l], n_blocks * block_bytes, VKPT_MK_DEVICE, VKPT_MEM_KV);
     }
     if (err) {
         err = vkpt_fail(err, "KV cache of %u tokens (%.1f MiB): %s", n_blocks * VKPT_KV_BLOCK,
@@ -211,6 +199,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
         {&r->k, T * Dkv * 4, D},
         {&r->v, T * Dkv * 4, D},
         {&r->ao, T * Dq * 4, D},
+        {&r->qkv, vkpt_tensor_ok(&m->layers[0].wqkv) ? T * (Dq + 2 * Dkv) * 4 : 0, D},
         {&r->gu, T * 2 * FF * 4, D},
         {&r->act, T * FF * 4, D},
         {&r->xo, R * E * 4, D},
@@ -232,7 +221,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
         {&r->out_lset, R * 2 * 4, H},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0] && !err; i++)
-        err = alloc(r, plan[i].b, plan[i].bytes, plan[i].kind, S);
+        err = vkpt__rn_alloc(r, plan[i].b, plan[i].bytes, plan[i].kind, S);
     if (err) goto fail;
     if (!r->in_ids.map || !r->in_meta.map || !r->out_topv.map) {
         err = vkpt_fail(VKPT_EUNSUPPORTED, "%s: host-visible memory is not mappable",
@@ -390,8 +379,8 @@ static vkpt_buf nullbuf(void)
     return b;
 }
 
-static int matmul(vkpt_runner *r, const vkpt_tensor *w, const vkpt_buf *x, uint32_t n_tok,
-                  const vkpt_buf *y, uint32_t y_stride, const vkpt_tensor *bias)
+int vkpt__rn_matmul(vkpt_runner *r, const vkpt_tensor *w, const vkpt_buf *x, uint32_t n_tok,
+                    const vkpt_buf *y, uint32_t y_stride, const vkpt_tensor *bias)
 {
     vkpt_mm_args a = {.wtype = w->type,
                       .w = w->buf,
@@ -409,9 +398,113 @@ static int matmul(vkpt_runner *r, const vkpt_tensor *w, const vkpt_buf *x, uint3
     return vkpt_k_matmul(&r->cmd, &a);
 }
 
-static int add(vkpt_runner *r, const vkpt_buf *a, const vkpt_buf *b, uint32_t n)
+int vkpt__rn_add(vkpt_runner *r, const vkpt_buf *a, const vkpt_buf *b, uint32_t n)
 {
     return vkpt_k_add_f32(&r->cmd, a, b, a, n);
+}
+
+int vkpt__rn_norm(vkpt_runner *r, const vkpt_rows *x, const vkpt_rows *y, const vkpt_tensor *w,
+                  const vkpt_tensor *b, uint32_t n_rows)
+{
+    const vkpt_hparams *hp = r->hp;
+    if (r->m->arch->flags & VKPT_AF_LAYERNORM)
+        return vkpt_k_layernorm(&r->cmd, x, y, vkpt_tensor_ok(w) ? &w->buf : NULL,
+                                b && vkpt_tensor_ok(b) ? &b->buf : NULL, hp->n_embd, n_rows,
+                                hp->norm_eps);
+    return vkpt_k_rmsnorm(&r->cmd, x, y, &w->buf, hp->n_embd, 1, n_rows, hp->norm_eps);
+}
+
+/* norm -> q/k/v (fused or not, optional clip and per-head norms) -> RoPE ->
+ * KV write -> paged attention -> output projection -> residual */
+static int attention_block(vkpt_runner *r, uint32_t l, uint32_t n, const vkpt_attn_plan *plan)
+{
+    const vkpt_hparams *hp = r->hp;
+    const vkpt_layer *L = &r->m->layers[l];
+    vkpt_cmd *c = &r->cmd;
+    uint32_t E = hp->n_embd, Dq = hp->n_head * hp->head_dim, Dkv = hp->n_head_kv * hp->head_dim;
+    int err = 0;
+    vkpt_rows xr = vkpt_rows_of(&r->x, 0, E), hr = vkpt_rows_of(&r->h, 0, E);
+    vkpt_rows qr, kr, vr;
+    TRY(vkpt__rn_norm(r, &xr, &hr, &L->attn_norm, &L->attn_norm_b, n));
+    vkpt_cmd_barrier(c);
+    if (vkpt_tensor_ok(&L->wqkv)) {
+        uint32_t W = Dq + 2 * Dkv;
+        TRY(vkpt__rn_matmul(r, &L->wqkv, &r->h, n, &r->qkv, W, &L->bqkv));
+        qr = vkpt_rows_of(&r->qkv, 0, W);
+        kr = vkpt_rows_of(&r->qkv, Dq, W);
+        vr = vkpt_rows_of(&r->qkv, Dq + Dkv, W);
+        if (hp->clip_qkv > 0) {
+            vkpt_cmd_barrier(c);
+            vkpt_rows all = vkpt_rows_of(&r->qkv, 0, W);
+            TRY(vkpt_k_clamp(c, &all, &all, W, n, -hp->clip_qkv, hp->clip_qkv));
+        }
+    } else {
+        TRY(vkpt__rn_matmul(r, &L->wq, &r->h, n, &r->q, Dq, &L->bq));
+        TRY(vkpt__rn_matmul(r, &L->wk, &r->h, n, &r->k, Dkv, &L->bk));
+        TRY(vkpt__rn_matmul(r, &L->wv, &r->h, n, &r->v, Dkv, &L->bv));
+        qr = vkpt_rows_of(&r->q, 0, Dq);
+        kr = vkpt_rows_of(&r->k, 0, Dkv);
+        vr = vkpt_rows_of(&r->v, 0, Dkv);
+    }
+    vkpt_cmd_barrier(c);
+    if (vkpt_tensor_ok(&L->q_norm)) {
+        TRY(vkpt_k_rmsnorm(c, &qr, &qr, &L->q_norm.buf, hp->head_dim, hp->n_head, n, hp->norm_eps));
+        TRY(vkpt_k_rmsnorm(c, &kr, &kr, &L->k_norm.buf, hp->head_dim, hp->n_head_kv, n,
+                           hp->norm_eps));
+        vkpt_cmd_barrier(c);
+    }
+    TRY(vkpt_k_rope(c, &qr, &r->in_pos, &r->inv_freq, n, hp->n_head, hp->head_dim, hp->rot_dim,
+                    r->rope_layout, r->mscale));
+    TRY(vkpt_k_rope(c, &kr, &r->in_pos, &r->inv_freq, n, hp->n_head_kv, hp->head_dim, hp->rot_dim,
+                    r->rope_layout, r->mscale));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt_k_kv_write(c, &kr, &vr, &r->in_slots, n, hp->n_head_kv, hp->head_dim, &r->kc[l],
+                        &r->vc[l]));
+    vkpt_cmd_barrier(c);
+    vkpt_attn_bufs ab = {.meta = r->in_meta,
+                         .block_table = r->in_bt,
+                         .q = qr,
+                         .k_cache = r->kc[l],
+                         .v_cache = r->vc[l],
+                         .out = r->ao,
+                         .scratch = r->attn_scratch};
+    TRY(vkpt_k_attn(c, plan, &ab));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt__rn_matmul(r, &L->wo, &r->ao, n, &r->h2, E, &L->bo));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt__rn_add(r, &r->x, &r->h2, n * E));
+    vkpt_cmd_barrier(c);
+    return 0;
+fail:
+    return err;
+}
+
+/* norm -> gate/up -> SwiGLU -> down -> residual */
+static int dense_ffn_block(vkpt_runner *r, uint32_t l, uint32_t n)
+{
+    const vkpt_hparams *hp = r->hp;
+    const vkpt_layer *L = &r->m->layers[l];
+    vkpt_cmd *c = &r->cmd;
+    uint32_t E = hp->n_embd, FF = hp->n_ff;
+    int err = 0;
+    vkpt_rows xr = vkpt_rows_of(&r->x, 0, E), hr = vkpt_rows_of(&r->h, 0, E);
+    vkpt_rows gate, up, actr = vkpt_rows_of(&r->act, 0, FF);
+    vkpt_glu_split(&r->gu, FF, &gate, &up);
+    vkpt_buf up_view = vkpt_buf_view(&r->gu, (uint64_t)FF * 4, r->gu.size - (uint64_t)FF * 4);
+    TRY(vkpt__rn_norm(r, &xr, &hr, &L->ffn_norm, &L->ffn_norm_b, n));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt__rn_matmul(r, &L->w_gate, &r->h, n, &r->gu, 2 * FF, NULL));
+    TRY(vkpt__rn_matmul(r, &L->w_up, &r->h, n, &up_view, 2 * FF, NULL));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt_k_glu(c, VKPT_ACT_SILU, &gate, &up, &actr, FF, n));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt__rn_matmul(r, &L->w_down, &r->act, n, &r->h2, E, NULL));
+    vkpt_cmd_barrier(c);
+    TRY(vkpt__rn_add(r, &r->x, &r->h2, n * E));
+    vkpt_cmd_barrier(c);
+    return 0;
+fail:
+    return err;
 }
 
 static int record(vkpt_runner *r, uint32_t n, uint32_t n_out, const vkpt_attn_plan *plan,
@@ -420,75 +513,23 @@ static int record(vkpt_runner *r, uint32_t n, uint32_t n_out, const vkpt_attn_pl
     const vkpt_hparams *hp = r->hp;
     const vkpt_model *m = r->m;
     vkpt_cmd *c = &r->cmd;
-    uint32_t E = hp->n_embd, Dq = hp->n_head * hp->head_dim, Dkv = hp->n_head_kv * hp->head_dim,
-             FF = hp->n_ff;
-    uint32_t V = hp->n_vocab;
+    uint32_t E = hp->n_embd, V = hp->n_vocab;
     int err = 0;
     TRY(vkpt_k_get_rows(c, m->tok_embd.type, &m->tok_embd.buf, E, (uint32_t)m->tok_embd.ne[1],
                         &r->in_ids, n, &r->x));
     vkpt_cmd_barrier(c);
-    vkpt_rows xr = vkpt_rows_of(&r->x, 0, E), hr = vkpt_rows_of(&r->h, 0, E);
-    vkpt_rows qr = vkpt_rows_of(&r->q, 0, Dq), kr = vkpt_rows_of(&r->k, 0, Dkv),
-              vr = vkpt_rows_of(&r->v, 0, Dkv);
-    vkpt_rows gate, up, actr = vkpt_rows_of(&r->act, 0, FF);
-    vkpt_glu_split(&r->gu, FF, &gate, &up);
-    vkpt_buf up_view = vkpt_buf_view(&r->gu, (uint64_t)FF * 4, r->gu.size - (uint64_t)FF * 4);
     for (uint32_t l = 0; l < hp->n_layer; l++) {
-        const vkpt_layer *L = &m->layers[l];
-        TRY(vkpt_k_rmsnorm(c, &xr, &hr, &L->attn_norm.buf, E, 1, n, hp->norm_eps));
-        vkpt_cmd_barrier(c);
-        TRY(matmul(r, &L->wq, &r->h, n, &r->q, Dq, &L->bq));
-        TRY(matmul(r, &L->wk, &r->h, n, &r->k, Dkv, &L->bk));
-        TRY(matmul(r, &L->wv, &r->h, n, &r->v, Dkv, &L->bv));
-        vkpt_cmd_barrier(c);
-        if (vkpt_tensor_ok(&L->q_norm)) {
-            TRY(vkpt_k_rmsnorm(c, &qr, &qr, &L->q_norm.buf, hp->head_dim, hp->n_head, n,
-                               hp->norm_eps));
-            TRY(vkpt_k_rmsnorm(c, &kr, &kr, &L->k_norm.buf, hp->head_dim, hp->n_head_kv, n,
-                               hp->norm_eps));
-            vkpt_cmd_barrier(c);
-        }
-        TRY(vkpt_k_rope(c, &qr, &r->in_pos, &r->inv_freq, n, hp->n_head, hp->head_dim, hp->rot_dim,
-                        r->rope_layout, r->mscale));
-        TRY(vkpt_k_rope(c, &kr, &r->in_pos, &r->inv_freq, n, hp->n_head_kv, hp->head_dim,
-                        hp->rot_dim, r->rope_layout, r->mscale));
-        vkpt_cmd_barrier(c);
-        TRY(vkpt_k_kv_write(c, &kr, &vr, &r->in_slots, n, hp->n_head_kv, hp->head_dim, &r->kc[l],
-                            &r->vc[l]));
-        vkpt_cmd_barrier(c);
-        vkpt_attn_bufs ab = {.meta = r->in_meta,
-                             .block_table = r->in_bt,
-                             .q = qr,
-                             .k_cache = r->kc[l],
-                             .v_cache = r->vc[l],
-                             .out = r->ao,
-                             .scratch = r->attn_scratch};
-        TRY(vkpt_k_attn(c, plan, &ab));
-        vkpt_cmd_barrier(c);
-        TRY(matmul(r, &L->wo, &r->ao, n, &r->h2, E, &L->bo));
-        vkpt_cmd_barrier(c);
-        TRY(add(r, &r->x, &r->h2, n * E));
-        vkpt_cmd_barrier(c);
-        TRY(vkpt_k_rmsnorm(c, &xr, &hr, &L->ffn_norm.buf, E, 1, n, hp->norm_eps));
-        vkpt_cmd_barrier(c);
-        TRY(matmul(r, &L->w_gate, &r->h, n, &r->gu, 2 * FF, NULL));
-        TRY(matmul(r, &L->w_up, &r->h, n, &up_view, 2 * FF, NULL));
-        vkpt_cmd_barrier(c);
-        TRY(vkpt_k_glu(c, VKPT_ACT_SILU, &gate, &up, &actr, FF, n));
-        vkpt_cmd_barrier(c);
-        TRY(matmul(r, &L->w_down, &r->act, n, &r->h2, E, NULL));
-        vkpt_cmd_barrier(c);
-        TRY(add(r, &r->x, &r->h2, n * E));
-        vkpt_cmd_barrier(c);
+        TRY(attention_block(r, l, n, plan));
+        TRY(dense_ffn_block(r, l, n));
     }
     if (!n_out) return 0;
     /* the output rows: gather, norm, project */
     TRY(vkpt_k_get_rows(c, VKPT_Q_F32, &r->x, E, n, &r->in_rows, n_out, &r->xo));
     vkpt_cmd_barrier(c);
     vkpt_rows xor_ = vkpt_rows_of(&r->xo, 0, E);
-    TRY(vkpt_k_rmsnorm(c, &xor_, &xor_, &m->out_norm.buf, E, 1, n_out, hp->norm_eps));
+    TRY(vkpt__rn_norm(r, &xor_, &xor_, &m->out_norm, &m->out_norm_b, n_out));
     vkpt_cmd_barrier(c);
-    TRY(matmul(r, &m->output, &r->xo, n_out, &r->logits, V, NULL));
+    TRY(vkpt__rn_matmul(r, &m->output, &r->xo, n_out, &r->logits, V, NULL));
     vkpt_cmd_barrier(c);
     vkpt_rows lr = vkpt_rows_of(&r->logits, 0, V);
     if (n_adj) {
