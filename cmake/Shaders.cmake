@@ -32,7 +32,7 @@ endif()
 # Tier -> toolchain, by compiling a probe shader per tier.
 set(_tier_BASE SYS)
 set(_tier_env_BASE vulkan1.2)
-foreach(tier COOPMAT_KHR COOPMAT_NV2 INT_DOT)
+foreach(tier COOPMAT_KHR COOPMAT_NV2 INT_DOT SPV16)
   string(TOLOWER "${tier}" _probe)
   set(_tier_${tier} "")
   set(_tier_env_${tier} vulkan1.3)

@@ -218,6 +218,22 @@ static void vk_variant_table_reflects_workgroup_spec_ids(void **state)
     assert_int_equal(vkpt_pipeline_get(dev, VKPT_V_add_f32, &s, &p3), VKPT_EUNSUPPORTED);
 }
 
+/* SPIR-V 1.6 builds express a specialized workgroup size as LocalSizeId:
+ * reflection must still find the spec id, and the pipeline must run. */
+static void vk_spirv16_local_size_id_is_reflected(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    const vkpt_variant *var = &vkpt_variants[VKPT_V_add_f32_spv16];
+    if (!var->spv || !dev->caps.maintenance4) skip();
+    vkpt_spv_info info;
+    assert_int_equal(vkpt_spv_reflect(var->spv->words, var->spv->n, &info), 0);
+    assert_int_equal(info.local_size_spec_id[0], 0);
+    const vkpt_pipeline *p;
+    vkpt_spec s = {.v = {96}, .n = 1};
+    assert_int_equal(vkpt_pipeline_get(dev, VKPT_V_add_f32_spv16, &s, &p), 0);
+    assert_int_equal(p->wg[0], 96);
+}
+
 static void vk_out_of_device_memory_is_an_error(void **state)
 {
     vkpt_device *dev = vkpt_test_dev(state);
@@ -346,6 +362,7 @@ int main(void)
         T(vk_push_constant_structs_match_the_spirv),
         T(vk_spirv_reflection_rejects_garbage),
         T(vk_variant_table_reflects_workgroup_spec_ids),
+        T(vk_spirv16_local_size_id_is_reflected),
         T(vk_out_of_device_memory_is_an_error),
         T(vk_membench_measures_and_verifies),
         T(vk_pipeline_cache_is_saved_and_reloaded),

@@ -81,6 +81,8 @@ static cJSON *caps_json(int index, const vkpt_device_caps *c)
     cJSON_AddBoolToObject(f, "memory_budget", c->memory_budget);
     cJSON_AddBoolToObject(f, "timeline_semaphore", c->timeline_semaphore);
     cJSON_AddBoolToObject(f, "buffer_device_address", c->buffer_device_address);
+    cJSON_AddBoolToObject(f, "vulkan_memory_model", c->vulkan_memory_model);
+    cJSON_AddBoolToObject(f, "maintenance4", c->maintenance4);
     cJSON *shapes = cJSON_AddArrayToObject(o, "cooperative_matrix_shapes");
     for (uint32_t i = 0; i < c->n_coopmat_shapes; i++) {
         const vkpt_coopmat_shape *s = &c->coopmat_shapes[i];

@@ -102,6 +102,8 @@ void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .pNext = &f11};
+    VkPhysicalDeviceMaintenance4Features m4f = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_FEATURES};
     VkPhysicalDeviceShaderIntegerDotProductFeatures dotf = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
     VkPhysicalDeviceSubgroupSizeControlFeatures sgcf = {
@@ -117,6 +119,11 @@ void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
     if (has_dot) {
         dotf.pNext = chain;
         chain = &dotf;
+    }
+    bool has_m4 = v13 || has_ext(ext, n_ext, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
+    if (has_m4) {
+        m4f.pNext = chain;
+        chain = &m4f;
     }
     if (has_sgc) {
         sgcf.pNext = chain;
@@ -183,6 +190,8 @@ void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
     c->memory_budget = has_ext(ext, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     c->timeline_semaphore = f12.timelineSemaphore;
     c->buffer_device_address = f12.bufferDeviceAddress;
+    c->vulkan_memory_model = f12.vulkanMemoryModel;
+    c->maintenance4 = has_m4 && m4f.maintenance4;
     if (c->coopmat_khr) probe_coopmat_shapes(inst, pd, c);
 
     const VkPhysicalDeviceLimits *l = &base.limits;

@@ -151,6 +151,8 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
         .shaderInt8 = caps->int8,
         .storageBuffer8BitAccess = caps->storage8,
         .timelineSemaphore = VK_TRUE,
+        /* cooperative-matrix SPIR-V declares the Vulkan memory model */
+        .vulkanMemoryModel = caps->vulkan_memory_model,
     };
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f12};
@@ -181,6 +183,13 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
         if (!v13) exts[n_ext++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
         *tail = &dot;
         tail = &dot.pNext;
+    }
+    VkPhysicalDeviceMaintenance4Features m4 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_FEATURES, .maintenance4 = VK_TRUE};
+    if (caps->maintenance4) {
+        if (!v13) exts[n_ext++] = VK_KHR_MAINTENANCE_4_EXTENSION_NAME;
+        *tail = &m4;
+        tail = &m4.pNext;
     }
     VkPhysicalDeviceCooperativeMatrixFeaturesKHR cm = {.sType = VKPT_STYPE_COOPMAT_FEATURES_KHR,
                                                        .cooperativeMatrix = VK_TRUE};

@@ -106,6 +106,7 @@ int vkpt_spv_reflect(const uint32_t *w, size_t nw, vkpt_spv_info *out)
 
     int err = 0;
     uint32_t pc_var_type = 0;
+    uint32_t local_size_ids[3] = {0, 0, 0};
     uint32_t member_offset[VKPT_SPV_MAX_MEMBERS];
     /* pass 1: definitions, names, decorations */
     for (size_t at = 5; at < nw;) {
@@ -159,6 +160,12 @@ int vkpt_spv_reflect(const uint32_t *w, size_t nw, vkpt_spv_info *out)
             if (n >= 6 && ins[2] == EM_LOCAL_SIZE)
                 for (int i = 0; i < 3; i++) out->local_size[i] = ins[3 + i];
             break;
+        case OP_EXECUTION_MODE_ID:
+            /* LocalSizeId: the operands are ids of (spec) constants, resolved
+             * after all definitions are known (pass 2) */
+            if (n >= 6 && ins[2] == EM_LOCAL_SIZE_ID)
+                for (int i = 0; i < 3; i++) local_size_ids[i] = ins[3 + i];
+            break;
         default: break;
         }
         if (result) {
@@ -202,6 +209,14 @@ int vkpt_spv_reflect(const uint32_t *w, size_t nw, vkpt_spv_info *out)
                 if (ids[c].op == OP_SPEC_CONSTANT) out->local_size_spec_id[i] = ids[c].spec_id;
             }
         }
+    }
+
+    for (int i = 0; i < 3; i++) {
+        uint32_t c = local_size_ids[i];
+        if (!c || c >= bound) continue;
+        if ((ids[c].op == OP_CONSTANT || ids[c].op == OP_SPEC_CONSTANT) && ids[c].n >= 4)
+            out->local_size[i] = w[ids[c].at + 3];
+        if (ids[c].op == OP_SPEC_CONSTANT) out->local_size_spec_id[i] = ids[c].spec_id;
     }
 
     /* the push-constant struct: the block itself, or its only member when
