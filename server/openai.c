@@ -142,6 +142,8 @@ enum field_id {
     F_ADD_GENERATION_PROMPT,
 };
 
+_Static_assert(F_ADD_GENERATION_PROMPT < 64, "field ids are bits of a uint64_t");
+
 static const struct {
     const char *name;
     int id;
@@ -494,6 +496,7 @@ int srv_openai_parse(int api, const char *body, size_t n, srv_gen_spec *s, srv_a
     int err = 0;
     bool have_prompt = false, stream_options = false, max_completion = false;
     const cJSON *logprobs_v = NULL, *top_logprobs_v = NULL, *best_of_v = NULL;
+    uint64_t seen = 0; /* field ids given: a repeated key is refused */
     for (const cJSON *v = root->child; v && !err; v = v->next) {
         const char *name = v->string;
         int id = field_id(name, api);
@@ -507,6 +510,11 @@ int srv_openai_parse(int api, const char *body, size_t n, srv_gen_spec *s, srv_a
                       api == SRV_API_CHAT ? "/v1/chat/completions" : "/v1/completions");
             break;
         }
+        if (id != F_IGNORED && (seen & (1ull << id))) {
+            err = bad(e, 400, name, "invalid_value", "%s is given twice", name);
+            break;
+        }
+        seen |= 1ull << id;
         vkpt_sampling *sp = &s->gp.sampling;
         int64_t x;
         switch (id) {

@@ -389,6 +389,8 @@ static void openai_rejects_bad_requests_with_a_param(void **st)
          "messages[0].content[0]", "unsupported_content"},
         {SRV_API_CHAT, "{\"model\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 400,
          "model", "invalid_type"},
+        {SRV_API_CHAT, CHAT(",\"n\":1,\"n\":2"), 400, "n", "invalid_value"},
+        {SRV_API_COMPLETION, "{\"prompt\":[1],\"prompt\":\"\"}", 400, "prompt", "invalid_value"},
         {SRV_API_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt", "invalid_value"},
         {SRV_API_COMPLETION, "{\"prompt\":[1,-2]}", 400, "prompt", "invalid_value"},
         {SRV_API_COMPLETION, "{\"prompt\":{}}", 400, "prompt", "invalid_type"},
