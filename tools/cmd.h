@@ -9,6 +9,8 @@
 #define VKPT_CMD_LIST(X)                                     \
     X(devices, "list Vulkan devices and their capabilities") \
     X(run, "generate text from a prompt")                    \
+    X(serve, "serve a model over HTTP (OpenAI API)")         \
+    X(loadgen, "load-test an OpenAI-compatible endpoint")    \
     X(bench, "benchmarks: memory bandwidth (more to come)")  \
     X(tokenize, "text to token ids and back (JSON lines)")   \
     X(template, "render a model's chat template")
