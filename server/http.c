@@ -165,6 +165,13 @@ static void conn_write(srv_conn *c, const char *data, size_t n)
     c->writes_pending++;
 }
 
+void srv_conn_abort(srv_conn *c, const char *why)
+{
+    if (c->state == SRV_CONN_CLOSING) return;
+    VKPT_LOGW("server: %s: closing the connection: %s", c->peer, why);
+    conn_close(c);
+}
+
 size_t srv_conn_backlog(const srv_conn *c)
 {
     if (c->state == SRV_CONN_CLOSING) return 0;
@@ -381,6 +388,11 @@ static void conn_dispatch(srv_conn *c)
  * request is being answered asynchronously. */
 static void conn_process(srv_conn *c)
 {
+    /* An answer completed inside this loop (a synchronous error, say) must
+     * not recurse into it: the loop below goes on with the next request, so
+     * many pipelined requests cost no stack. */
+    if (c->processing) return;
+    c->processing = true;
     while (c->state == SRV_CONN_READ && !c->close_after_flush) {
         int before = c->in.state;
         size_t k = srv_http_in_feed(&c->in, c->pending.p, c->pending.n);
@@ -402,6 +414,7 @@ static void conn_process(srv_conn *c)
         }
         break;
     }
+    c->processing = false;
     if (c->state == SRV_CONN_READ && !c->close_after_flush) {
         conn_start_reading(c);
         conn_arm_timer(c);

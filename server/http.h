@@ -35,6 +35,7 @@ typedef struct srv_conn {
     int state;       /* enum srv_conn_state */
     int handles_open;
     bool reading;
+    bool processing; /* inside conn_process */
     bool continue_sent;
     bool resp_started, resp_chunked, resp_keep_alive;
     bool close_after_flush; /* close once the queued writes are done */
@@ -75,5 +76,7 @@ void srv_conn_stream_send(srv_conn *c, const char *data, size_t n);
 void srv_conn_stream_end(srv_conn *c);
 /* Bytes queued on the socket and not yet written (a slow reader's backlog). */
 size_t srv_conn_backlog(const srv_conn *c);
+/* Close now (its generation, if any, is canceled), logging why. */
+void srv_conn_abort(srv_conn *c, const char *why);
 
 #endif

@@ -11,6 +11,8 @@
 /* Prompts longer than this are rendered and tokenized on the thread pool so
  * the loop stays responsive. */
 #define INLINE_PROMPT_BYTES 4096
+/* Unsent stream bytes a client may accumulate before it is disconnected. */
+#define SLOW_CLIENT_BYTES   (16u << 20)
 /* Events a request's queue holds before it first grows (two buffers). */
 #define QUEUE_INITIAL       16
 
@@ -65,7 +67,13 @@ static void on_engine_event(const vkpt_gen_event *ev, void *ud)
 
 static void gen_flush(srv_gen *g)
 {
-    if (g->out.n && g->conn && !g->canceled) srv_conn_stream_send(g->conn, g->out.p, g->out.n);
+    if (g->out.n && g->conn && !g->canceled) {
+        srv_conn_stream_send(g->conn, g->out.p, g->out.n);
+        /* A client that stops reading must not grow our memory without
+         * bound: past the limit it is treated as gone. */
+        if (g->conn && srv_conn_backlog(g->conn) > SLOW_CLIENT_BYTES)
+            srv_conn_abort(g->conn, "it stopped reading its stream");
+    }
     srv_buf_reset(&g->out);
 }
 
