@@ -145,6 +145,146 @@ struct jv {
 jv *vkpt__jv_new(vkpt__arena *a, int type);
 jv *vkpt__jv_str(vkpt__arena *a, const char *s, size_t n);
 
+/* ---- rendering (jinja_value.c, jinja_builtins.c, jinja_eval.c) ----------------------
+ * Variables live in frames: the globals, one per for loop, one per macro
+ * call. Every value of a render is allocated in the render's arena. Functions
+ * return NULL (or false, or a negative code) after recording the error in
+ * the context, so an error travels up without being dropped. */
+
+typedef struct vkpt__jframe {
+    struct vkpt__jframe *parent;
+    const char **names;
+    size_t *name_n;
+    jv **vals;
+    size_t n, cap;
+} vkpt__jframe;
+
+typedef struct vkpt__jctx {
+    vkpt__arena *a;
+    vkpt__buf *out;
+    vkpt__jframe *global;
+    vkpt__jframe *cur; /* the frame names resolve in */
+    uint64_t steps;    /* statements run: a budget against runaway templates */
+    int err;
+    int depth;
+} vkpt__jctx;
+
+/* Evaluated call arguments: positional, then keyword. */
+typedef struct vkpt__jargs {
+    jv *pos[16];
+    int np;
+    const char *kn[16];
+    size_t kl[16];
+    jv *kv[16];
+    int nk;
+} vkpt__jargs;
+
+/* tojson's options */
+typedef struct vkpt__jjson {
+    int indent; /* -1: none */
+    bool ensure_ascii, sort_keys;
+    const char *item_sep, *key_sep;
+} vkpt__jjson;
+
+enum { JCASE_UPPER, JCASE_LOWER, JCASE_TITLE, JCASE_CAPITALIZE };
+
+/* Builtin functions and methods (jinja_builtins.c). */
+enum fn_id {
+    F_RANGE,
+    F_NAMESPACE,
+    F_RAISE,
+    F_STRFTIME,
+    F_DICT,
+    F_CYCLE,
+    /* str methods */
+    M_STRIP,
+    M_LSTRIP,
+    M_RSTRIP,
+    M_STARTSWITH,
+    M_ENDSWITH,
+    M_SPLIT,
+    M_RSPLIT,
+    M_REPLACE,
+    M_UPPER,
+    M_LOWER,
+    M_TITLE,
+    M_CAPITALIZE,
+    M_FIND,
+    M_RFIND,
+    M_COUNT,
+    M_JOIN,
+    M_SPLITLINES,
+    M_ISDIGIT,
+    M_ISALPHA,
+    M_ISALNUM,
+    M_ISSPACE,
+    M_ISUPPER,
+    M_ISLOWER,
+    /* dict methods */
+    M_GET,
+    M_ITEMS,
+    M_KEYS,
+    M_VALUES,
+};
+
+extern const jv vkpt__jundef, vkpt__jnone, vkpt__jtrue, vkpt__jfalse;
+#define UNDEF    ((jv *)&vkpt__jundef)
+#define NONE     ((jv *)&vkpt__jnone)
+#define BOOLV(x) ((x) ? (jv *)&vkpt__jtrue : (jv *)&vkpt__jfalse)
+
+/* jinja_value.c */
+jv *vkpt__jfailf(vkpt__jctx *c, const jnode *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+jv *vkpt__joom(vkpt__jctx *c);
+jv *vkpt__jmk(vkpt__jctx *c, int type);
+jv *vkpt__jmk_int(vkpt__jctx *c, int64_t i);
+jv *vkpt__jmk_float(vkpt__jctx *c, double f);
+jv *vkpt__jmk_str(vkpt__jctx *c, const char *s, size_t n);
+jv *vkpt__jmk_list(vkpt__jctx *c, size_t cap);
+bool vkpt__jlist_push(vkpt__jctx *c, jv *l, jv *x);
+jv *vkpt__jmk_dict(vkpt__jctx *c, int type);
+jv *vkpt__jdict_get(const jv *d, const jv *key);
+jv *vkpt__jdict_gets(const jv *d, const char *s, size_t n);
+bool vkpt__jdict_set(vkpt__jctx *c, jv *d, jv *key, jv *val);
+bool vkpt__jdict_sets(vkpt__jctx *c, jv *d, const char *k, jv *val);
+bool vkpt__jtruthy(const jv *v);
+bool vkpt__jis_num(const jv *v);
+double vkpt__jnum(const jv *v);
+int64_t vkpt__jinum(const jv *v);
+int vkpt__jput_str(vkpt__jctx *c, vkpt__buf *b, const jv *v);
+jv *vkpt__jto_str(vkpt__jctx *c, const jv *v);
+int vkpt__jput_json(vkpt__jctx *c, vkpt__buf *b, const jv *v, const vkpt__jjson *o, int level);
+bool vkpt__jeq(const jv *a, const jv *b);
+int vkpt__jcmp(const jv *a, const jv *b, bool *ok);
+const char *vkpt__jtype_name(const jv *v);
+size_t vkpt__jn_chars(const char *s, size_t n);
+size_t vkpt__jchar_off(const char *s, size_t n, size_t ci);
+jv *vkpt__jstrip(vkpt__jctx *c, const jv *s, const jv *chars, bool left, bool right);
+jv *vkpt__jrecase(vkpt__jctx *c, const jv *s, int mode);
+bool vkpt__jstr_pred(const jv *s, int id);
+jv *vkpt__jsplit(vkpt__jctx *c, const jv *s, const jv *sep, int64_t maxsplit, bool from_right);
+jv *vkpt__jstr_replace(vkpt__jctx *c, const jv *s, const jv *from, const jv *to, int64_t count);
+jv *vkpt__jslice(vkpt__jctx *c, const jnode *at, const jv *obj, const jv *a, const jv *b,
+                 const jv *s);
+jv *vkpt__jas_list(vkpt__jctx *c, const jnode *at, const jv *v);
+jv *vkpt__jitems_of(vkpt__jctx *c, const jv *d);
+jv *vkpt__jfrom_json(vkpt__jctx *c, const struct cJSON *j, int depth);
+
+/* jinja_builtins.c */
+/* A global function (range, namespace, ...) by name, or NULL. */
+jv *vkpt__jglobal(vkpt__jctx *c, const char *name, size_t n);
+jv *vkpt__jmk_fn(vkpt__jctx *c, int id, const jv *self);
+jv *vkpt__jget_attr(vkpt__jctx *c, const jv *obj, const char *name, size_t n);
+jv *vkpt__jget_item(vkpt__jctx *c, const jnode *at, const jv *obj, const jv *key);
+jv *vkpt__jcall_fn(vkpt__jctx *c, const jnode *at, const jv *fn, const vkpt__jargs *a);
+jv *vkpt__japply_filter(vkpt__jctx *c, const jnode *at, const jv *v, const vkpt__jargs *a);
+bool vkpt__japply_test(vkpt__jctx *c, const jnode *at, const char *t, size_t tl, const jv *v,
+                       const vkpt__jargs *a, bool *res);
+
+/* jinja_eval.c */
+jv *vkpt__jarg(const vkpt__jargs *a, int i, const char *name);
+jv *vkpt__jcall_macro(vkpt__jctx *c, const jnode *at, const jv *fn, const vkpt__jargs *a);
+
 /* Known filter and test names (checked at parse time). */
 bool vkpt__jinja_filter_known(const char *name, size_t n);
 bool vkpt__jinja_test_known(const char *name, size_t n);
