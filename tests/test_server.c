@@ -17,6 +17,7 @@
 #include "router.h"
 #include "sse.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const srv_http_limits lim = {
@@ -454,6 +455,90 @@ static void openai_completion_prompt_forms(void **st)
     srv_gen_spec_free(&s);
 }
 
+/* ---- allocation failures ------------------------------------------------------------------ */
+
+static long fail_at = -1, n_allocs, live;
+
+static void *count_malloc(size_t n)
+{
+    if (n_allocs++ == fail_at) return NULL;
+    void *p = malloc(n ? n : 1);
+    if (p) live++;
+    return p;
+}
+
+static void *count_realloc(void *p, size_t n)
+{
+    if (n_allocs++ == fail_at) return NULL;
+    void *q = realloc(p, n ? n : 1);
+    if (q && !p) live++;
+    return q;
+}
+
+static void count_free(void *p)
+{
+    if (p) live--;
+    free(p);
+}
+
+/* Fail the 1st, 2nd, ... allocation of parsing a request and validating
+ * it (cJSON's too): each run ends in an error or a success, and frees
+ * everything it allocated. */
+static void alloc_failures_end_in_errors_without_leaks(void **st)
+{
+    static const char req[] =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nf\r\n{\"messages\":[{\"\r\n"
+        "92\r\nrole\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}],\"stop\":[\"a\","
+        "\"b\"],\"logit_bias\":{\"1\":2},\"model\":\"m\",\"chat_template_kwargs\":{\"x\":[1,2]},"
+        "\"n\":2}\r\n0\r\n\r\n";
+    const vkpt_alloc_hooks hooks = {count_malloc, count_realloc, count_free};
+    cJSON_Hooks ch = {.malloc_fn = count_malloc, .free_fn = count_free};
+    int successes = 0, failures = 0;
+    for (fail_at = 0; fail_at < 1000; fail_at++) {
+        n_allocs = live = 0;
+        vkpt_set_alloc_hooks(&hooks);
+        cJSON_InitHooks(&ch);
+        srv_http_in in;
+        srv_http_in_init(&in, &(srv_http_limits){.max_url = 1024,
+                                                 .max_header_bytes = 4096,
+                                                 .max_headers = 16,
+                                                 .max_body = 4096});
+        srv_http_in_feed(&in, req, sizeof req - 1);
+        bool ok = false;
+        int http_status = in.state == SRV_IN_ERROR ? in.err_status : 0, api_status = 0;
+        if (in.state == SRV_IN_DONE) {
+            srv_gen_spec s;
+            srv_api_error e;
+            if (!srv_openai_parse(SRV_API_CHAT, in.req.body.p, in.req.body.n, &s, &e)) {
+                ok = true;
+                assert_int_equal(s.n_stops, 2);
+                assert_int_equal(s.gp.sampling.n_bias, 1);
+                srv_gen_spec_free(&s);
+            } else {
+                api_status = e.status;
+            }
+        }
+        const char *http_msg = in.err_msg;
+        srv_http_in_free(&in);
+        long allocs = n_allocs;
+        cJSON_InitHooks(NULL);
+        vkpt_set_alloc_hooks(NULL);
+        if (!ok && http_status != 500 && api_status != 400 && api_status != 500)
+            fail_msg("failing allocation %ld: HTTP %d (%s), API %d", fail_at, http_status,
+                     http_msg ? http_msg : "", api_status);
+        if (live != 0) fail_msg("failing allocation %ld leaks %ld blocks", fail_at, live);
+        if (ok)
+            successes++;
+        else
+            failures++;
+        if (allocs <= fail_at) break; /* nothing failed: every point was tried */
+    }
+    assert_true(fail_at < 1000);
+    assert_int_equal(successes, 1); /* only the run where nothing failed succeeds */
+    assert_true(failures > 20);
+}
+
 /* ---- metrics --------------------------------------------------------------------------------- */
 
 static void metrics_histogram_is_cumulative(void **st)
@@ -495,6 +580,7 @@ int main(void)
         cmocka_unit_test(openai_chat_defaults_and_fields),
         cmocka_unit_test(openai_rejects_bad_requests_with_a_param),
         cmocka_unit_test(openai_completion_prompt_forms),
+        cmocka_unit_test(alloc_failures_end_in_errors_without_leaks),
         cmocka_unit_test(metrics_histogram_is_cumulative),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
