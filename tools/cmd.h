@@ -9,6 +9,8 @@
 #define VKPT_CMD_LIST(X)                                     \
     X(devices, "list Vulkan devices and their capabilities") \
     X(run, "generate text from a prompt")                    \
+    X(synth, "write a random-weight model at real shapes")   \
+    X(quantize, "quantize a GGUF file or HF folder to GGUF")  \
     X(serve, "serve a model over HTTP (OpenAI API)")         \
     X(loadgen, "load-test an OpenAI-compatible endpoint")    \
     X(bench, "benchmarks: memory bandwidth (more to come)")  \
@@ -18,6 +20,9 @@
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 VKPT_CMD_LIST(X)
 #undef X
+
+/* vkpt bench -m MODEL ... (tools/cmd_bench_model.c), argv[0] = "bench". */
+int bench_model(int argc, char **argv);
 
 /* Shared helpers (tools/util.c). */
 /* Print "vkpt: <what>: <detail>" for error `err` to stderr; returns 1. */

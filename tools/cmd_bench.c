@@ -195,13 +195,17 @@ static int bench_kernels(int argc, char **argv)
 
 int cmd_bench(int argc, char **argv)
 {
+    if (argc >= 2 && argv[1][0] == '-' && strcmp(argv[1], "-h") && strcmp(argv[1], "--help"))
+        return bench_model(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "memory")) return bench_memory(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         printf("usage: vkpt bench SUBJECT [options]\n\n"
                "subjects:\n"
                "  memory    device-memory read/copy bandwidth (the decode ceiling)\n"
-               "  kernels   quantized-weight matvec/matmul/get_rows per format and path\n");
+               "  kernels   quantized-weight matvec/matmul/get_rows per format and path\n"
+               "  -m MODEL  whole-model prefill/decode speed (pp/tg, or --batched); see\n"
+               "            vkpt bench -m x --help\n");
         return argc < 2 ? 2 : 0;
     }
     fprintf(stderr, "vkpt bench: unknown subject '%s' (try vkpt bench --help)\n", argv[1]);

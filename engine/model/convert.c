@@ -679,7 +679,7 @@ static char *slurp(const char *path, size_t *len)
  * types, merges) so llama.cpp loads the file, and the original tokenizer.json
  * / tokenizer_config.json under vkpt.* keys so vkpt tokenizes exactly as
  * Hugging Face does. */
-static int hf_tokenizer_meta(vkpt_gguf_writer *w, const char *dir)
+static int hf_tokenizer_meta(vkpt_gguf_writer *w, const char *dir, uint32_t model_vocab)
 {
     char path[4200];
     size_t len = 0, clen = 0;
@@ -696,19 +696,23 @@ static int hf_tokenizer_meta(vkpt_gguf_writer *w, const char *dir)
     const cJSON *merges = model ? cJSON_GetObjectItemCaseSensitive(model, "merges") : NULL;
     bool bpe = cJSON_IsString(mtype) && !strcmp(mtype->valuestring, "BPE") &&
                cJSON_IsArray(merges) && cJSON_GetArraySize(merges) > 0;
-    int32_t n = tok ? vkpt_tokenizer_n_vocab(tok) : 0;
+    /* llama.cpp wants one vocabulary entry per embedding row: pad as its
+     * converter does ("[PAD<i>]", unused) */
+    int32_t n_tok = tok ? vkpt_tokenizer_n_vocab(tok) : 0;
+    int32_t n = n_tok > (int32_t)model_vocab ? n_tok : (int32_t)model_vocab;
     char **toks = n > 0 ? vkpt_calloc((size_t)n, sizeof *toks) : NULL;
     int32_t *types = n > 0 ? vkpt_malloc((size_t)n * sizeof *types) : NULL;
     if (!err && (!toks || !types)) err = vkpt_fail(VKPT_ENOMEM, "vocab");
     for (int32_t i = 0; !err && i < n; i++) {
-        vkpt_span s = vkpt_tokenizer_token(tok, i);
+        vkpt_span s = i < n_tok ? vkpt_tokenizer_token(tok, i) : (vkpt_span){NULL, 0};
         char tmp[32];
-        if (!s.p) { /* a hole in the vocabulary: llama.cpp needs a string */
+        types[i] = i < n_tok && vkpt_tokenizer_is_special(tok, i) ? 3 : 1;
+        if (!s.p) { /* a hole or padding: llama.cpp needs a string */
             snprintf(tmp, sizeof tmp, "[PAD%d]", i);
             s = (vkpt_span){tmp, strlen(tmp)};
+            types[i] = 5; /* unused */
         }
         if (!(toks[i] = vkpt_strndup(s.p, s.n))) err = vkpt_fail(VKPT_ENOMEM, "vocab");
-        types[i] = vkpt_tokenizer_is_special(tok, i) ? 3 : 1;
     }
     if (!err) err = vkpt_gguf_writer_set_str(w, "tokenizer.ggml.model", bpe ? "gpt2" : "llama");
     if (!err) err = vkpt_gguf_writer_set_str(w, "tokenizer.ggml.pre", "default");
@@ -806,7 +810,7 @@ int vkpt_quantize_file(const char *in, const char *out, const char *type, int th
         if (!err && src->hp.eos_id >= 0)
             err = vkpt_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id",
                                            (uint32_t)src->hp.eos_id);
-        if (!err) err = hf_tokenizer_meta(w, src->path);
+        if (!err) err = hf_tokenizer_meta(w, src->path, src->hp.n_vocab);
         if (!err && src->hp.rope_scaling == VKPT_ROPE_LLAMA3) {
             /* llama.cpp reads llama3 scaling from this tensor */
             factors = vkpt_malloc(src->hp.rot_dim / 2 * sizeof(float));

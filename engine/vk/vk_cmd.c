@@ -277,3 +277,34 @@ bool vkpt_device_profiling(const vkpt_device *dev)
 {
     return dev && dev->profile;
 }
+
+void vkpt_device_profile_dump(vkpt_device *dev, FILE *f)
+{
+    if (!dev || !dev->profile || !f) return;
+    vkpt_profile_entry e[VKPT_V_COUNT];
+    vkpt_device_profile_read(dev, e);
+    vkpt_device_profile_reset(dev);
+    int order[VKPT_V_COUNT], n = 0;
+    uint64_t total = 0;
+    for (int v = 0; v < VKPT_V_COUNT; v++)
+        if (e[v].count) {
+            order[n++] = v;
+            total += e[v].ns;
+        }
+    /* insertion sort by time, largest first: n is small */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && e[order[j]].ns > e[order[j - 1]].ns; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    fprintf(f, "GPU time per kernel (%s, timestamps after each dispatch):\n", dev->caps.name);
+    fprintf(f, "  %-36s %10s %12s %10s %6s\n", "variant", "calls", "total ms", "avg us", "%");
+    for (int i = 0; i < n; i++) {
+        const vkpt_profile_entry *p = &e[order[i]];
+        fprintf(f, "  %-36s %10llu %12.3f %10.2f %6.1f\n", vkpt_variants[order[i]].name,
+                (unsigned long long)p->count, p->ns / 1e6, p->ns / 1e3 / p->count,
+                total ? 100.0 * p->ns / total : 0.0);
+    }
+    fprintf(f, "  %-36s %10s %12.3f\n", "total", "", total / 1e6);
+}

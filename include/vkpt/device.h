@@ -12,6 +12,7 @@
 #include "vkpt/base.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -194,6 +195,11 @@ typedef struct vkpt_mem_stats {
     uint32_t blocks;                       /* VkDeviceMemory allocations */
 } vkpt_mem_stats;
 void vkpt_device_mem_stats(vkpt_device *dev, vkpt_mem_stats *out);
+
+/* With profiling on (VKPT_PROFILE=1 or opts.profile): write the GPU time per
+ * shader variant accumulated so far as a table to f, largest first, and
+ * reset the counters. Writes nothing when profiling is off. */
+void vkpt_device_profile_dump(vkpt_device *dev, FILE *f);
 
 const char *vkpt_device_type_name(int type);
 const char *vkpt_vendor_name(uint32_t vendor_id);
