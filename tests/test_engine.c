@@ -312,6 +312,54 @@ static void engine_stop_ids_finish_with_stop(void **state)
     vkpt_engine_destroy(e);
 }
 
+/* A repeated prompt reuses its full blocks from the prefix cache and gives
+ * the same output; a prompt sharing only a prefix reuses that much. */
+static void engine_prefix_cache_reuses_prompt_blocks(void **state)
+{
+    (void)state;
+    vkpt_engine *e;
+    vkpt_engine_opts eo = {.n_ctx = 256, .max_seqs = 4, .batch_invariant = true};
+    assert_int_equal(vkpt_engine_create(g_model, &eo, &e), 0);
+    size_t size;
+    char *ref =
+        vkpt_test_read_file(VKPT_SOURCE_DIR "/models/stories260K/expected-greedy-ids.txt", &size);
+    char *p = strstr(ref, "\nIDS ") + 5;
+    int32_t prompt[41];
+    prompt[0] = 1;
+    for (int i = 1; i < 41; i++)
+        prompt[i] = (int32_t)strtol(p, &p, 10); /* 41 tokens of the story */
+    collect *a = collect_new(), *b = collect_new(), *c = collect_new();
+    vkpt_gen_params gp = greedy_params(20);
+    vkpt_request *ra, *rb, *rc;
+    assert_int_equal(vkpt_engine_submit(e, prompt, 41, &gp, on_event, a, &ra), 0);
+    collect_wait(a);
+    assert_int_equal(a->last.cached_tokens, 0);
+    assert_int_equal(vkpt_engine_submit(e, prompt, 41, &gp, on_event, b, &rb), 0);
+    collect_wait(b);
+    assert_int_equal(b->last.cached_tokens,
+                     32); /* two whole blocks of the 40 before the last token */
+    assert_memory_equal(a->toks[0], b->toks[0], 20 * sizeof(int32_t));
+    int32_t other[41];
+    memcpy(other, prompt, sizeof other);
+    other[20] = (other[20] + 1) % 500; /* differs inside the second block */
+    assert_int_equal(vkpt_engine_submit(e, other, 41, &gp, on_event, c, &rc), 0);
+    collect_wait(c);
+    assert_int_equal(c->last.cached_tokens, 16);
+    vkpt_engine_stats st;
+    vkpt_engine_get_stats(e, &st);
+    assert_true(st.prefix_hits >= 3);
+    assert_int_equal(st.kv_blocks_used, 0);
+    assert_true(st.kv_blocks_cached >= 2);
+    vkpt_request_release(ra);
+    vkpt_request_release(rb);
+    vkpt_request_release(rc);
+    collect_free(a);
+    collect_free(b);
+    collect_free(c);
+    vkpt_engine_destroy(e);
+    free(ref);
+}
+
 #define T(fn) cmocka_unit_test_teardown(fn, vkpt_test_check_validation)
 int main(void)
 {
@@ -322,6 +370,7 @@ int main(void)
         T(engine_cancel_frees_blocks),
         T(engine_refuses_bad_requests),
         T(engine_stop_ids_finish_with_stop),
+        T(engine_prefix_cache_reuses_prompt_blocks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -41,6 +41,7 @@ void vkpt_runner_destroy(vkpt_runner *r)
 {
     if (!r) return;
     vkpt_cmd_free(&r->cmd);
+    vkpt__moe_free(r);
     vkpt_buf *bufs[] = {&r->qkv,
                         &r->x,
                         &r->h,
@@ -79,6 +80,7 @@ void vkpt_runner_destroy(vkpt_runner *r)
     vkpt_free(r->vc);
     vkpt_free(r->seqs);
     vkpt_free(r->seq_blocks);
+    vkpt_prefix_free(&r->pc);
     vkpt_kvpool_free(&r->pool);
     vkpt_free(r);
 }
@@ -121,7 +123,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
 {
     if (!m || !out) return vkpt_fail(VKPT_EINVAL, "vkpt_runner_create: NULL");
     *out = NULL;
-    if (m->arch->flags & (VKPT_AF_MOE | VKPT_AF_ENCODER))
+    if (m->arch->flags & VKPT_AF_ENCODER)
         return vkpt_fail(VKPT_EUNSUPPORTED,
                          "%s: the %s architecture's forward pass is not implemented yet",
                          m->info.name, m->arch->gguf_name);
@@ -154,6 +156,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
         n_blocks = cap;
     }
     if ((err = vkpt_kvpool_init(&r->pool, n_blocks))) goto fail;
+    if ((err = vkpt_prefix_init(&r->pc, &r->pool))) goto fail;
     r->kc = vkpt_calloc(hp->n_layer, sizeof *r->kc);
     r->vc = vkpt_calloc(hp->n_layer, sizeof *r->vc);
     r->seqs = vkpt_calloc(r->o.max_seqs, sizeof *r->seqs);
@@ -230,6 +233,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
     }
     for (uint32_t i = 0; i < R; i++) ((float *)r->in_ones.map)[i] = 1.0f;
     if ((err = setup_rope(r))) goto fail;
+    if ((err = vkpt__moe_init(r))) goto fail;
     *out = r;
     return 0;
 fail:
@@ -246,6 +250,7 @@ int vkpt_runner_seq_open(vkpt_runner *r)
             r->seqs[s].open = true;
             r->seqs[s].len = 0;
             r->seqs[s].n_blocks = 0;
+            r->seqs[s].n_registered = 0;
             return (int)s;
         }
     return vkpt_fail(VKPT_EFULL, "all %u sequences are in use", r->o.max_seqs);
@@ -259,7 +264,7 @@ static seq_state *seq_get(vkpt_runner *r, int seq)
 
 static void seq_release_blocks(vkpt_runner *r, seq_state *s, uint32_t keep)
 {
-    while (s->n_blocks > keep) vkpt_kvpool_unref(&r->pool, s->blocks[--s->n_blocks]);
+    while (s->n_blocks > keep) vkpt_prefix_unref(&r->pc, s->blocks[--s->n_blocks]);
 }
 
 void vkpt_runner_seq_close(vkpt_runner *r, int seq)
@@ -285,6 +290,7 @@ int vkpt_runner_seq_truncate(vkpt_runner *r, int seq, uint32_t len)
         return vkpt_fail(VKPT_EINVAL, "truncate into a shared block");
     seq_release_blocks(r, s, keep);
     s->len = len;
+    if (s->n_registered > len / VKPT_KV_BLOCK) s->n_registered = len / VKPT_KV_BLOCK;
     return 0;
 }
 
@@ -295,13 +301,14 @@ int vkpt_runner_seq_fork(vkpt_runner *r, int src_id, int dst_id)
         return vkpt_fail(VKPT_EINVAL, "fork: bad sequences");
     uint32_t full = src->len / VKPT_KV_BLOCK;
     for (uint32_t b = 0; b < full; b++) {
-        vkpt_kvpool_ref(&r->pool, src->blocks[b]);
+        vkpt_prefix_ref(&r->pc, src->blocks[b]);
         dst->blocks[b] = src->blocks[b];
     }
     dst->n_blocks = full;
     dst->len = full * VKPT_KV_BLOCK;
+    dst->n_registered = src->n_registered < full ? src->n_registered : full;
     if (src->len % VKPT_KV_BLOCK) {
-        int32_t nb = vkpt_kvpool_alloc(&r->pool);
+        int32_t nb = vkpt_prefix_alloc(&r->pc);
         if (nb < 0) {
             seq_release_blocks(r, dst, 0);
             dst->len = 0;
@@ -331,11 +338,56 @@ void vkpt_runner_get_stats(const vkpt_runner *r, vkpt_runner_stats *st)
 {
     memset(st, 0, sizeof *st);
     st->kv_blocks_total = r->pool.n_blocks;
-    st->kv_blocks_used = r->pool.n_blocks - r->pool.n_free;
+    st->kv_blocks_used = r->pool.n_blocks - vkpt_prefix_available(&r->pc);
+    st->kv_blocks_cached = r->pc.n;
+    st->prefix_hits = r->pc.hits;
+    st->prefix_lookups = r->pc.lookups;
     for (uint32_t s = 0; s < r->o.max_seqs; s++) st->seqs_open += r->seqs[s].open;
     st->max_seqs = r->o.max_seqs;
     st->n_ctx = r->o.n_ctx;
     st->max_step_tokens = r->T;
+}
+
+/* Token i of the concatenation a[0..na) b[0..nb). */
+static int32_t tok_at(const int32_t *a, uint32_t na, const int32_t *b, uint32_t i)
+{
+    return i < na ? a[i] : b[i - na];
+}
+
+uint32_t vkpt_runner_prefix_attach(vkpt_runner *r, int seq, const int32_t *tokens, uint32_t n)
+{
+    seq_state *s = seq_get(r, seq);
+    if (!s || s->len || !tokens) return 0;
+    uint64_t chain = 0;
+    uint32_t b = 0;
+    for (; (b + 1) * VKPT_KV_BLOCK <= n && b < r->max_blocks_seq; b++) {
+        int32_t blk = vkpt_prefix_find(&r->pc, chain, tokens + b * VKPT_KV_BLOCK);
+        if (blk < 0) break;
+        vkpt_prefix_ref(&r->pc, (uint32_t)blk);
+        s->blocks[s->n_blocks++] = (uint32_t)blk;
+        chain = vkpt_prefix_hash(chain, tokens + b * VKPT_KV_BLOCK);
+    }
+    s->len = b * VKPT_KV_BLOCK;
+    s->n_registered = b;
+    return s->len;
+}
+
+void vkpt_runner_prefix_register(vkpt_runner *r, int seq, const int32_t *a, uint32_t na,
+                                 const int32_t *b, uint32_t nb)
+{
+    seq_state *s = seq_get(r, seq);
+    if (!s) return;
+    uint32_t full = s->len / VKPT_KV_BLOCK;
+    if (full > (na + nb) / VKPT_KV_BLOCK) full = (na + nb) / VKPT_KV_BLOCK;
+    if (s->n_registered >= full) return;
+    uint64_t chain = 0;
+    int32_t t[VKPT_KV_BLOCK];
+    for (uint32_t k = 0; k < full; k++) {
+        for (uint32_t i = 0; i < VKPT_KV_BLOCK; i++) t[i] = tok_at(a, na, b, k * VKPT_KV_BLOCK + i);
+        if (k >= s->n_registered) vkpt_prefix_insert(&r->pc, chain, t, s->blocks[k]);
+        chain = vkpt_prefix_hash(chain, t);
+    }
+    s->n_registered = full;
 }
 
 static uint32_t blocks_needed(const seq_state *s, uint32_t n)
@@ -361,7 +413,7 @@ uint32_t vkpt_runner_seq_exclusive_blocks(const vkpt_runner *r, int seq)
 bool vkpt_runner_can_append(const vkpt_runner *r, int seq, uint32_t n)
 {
     const seq_state *s = seq_get((vkpt_runner *)r, seq);
-    return s && s->len + n <= r->o.n_ctx && blocks_needed(s, n) <= r->pool.n_free;
+    return s && s->len + n <= r->o.n_ctx && blocks_needed(s, n) <= vkpt_prefix_available(&r->pc);
 }
 
 /* ---- the step ---------------------------------------------------------------------- */
@@ -520,7 +572,10 @@ static int record(vkpt_runner *r, uint32_t n, uint32_t n_out, const vkpt_attn_pl
     vkpt_cmd_barrier(c);
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         TRY(attention_block(r, l, n, plan));
-        TRY(dense_ffn_block(r, l, n));
+        if (vkpt_tensor_ok(&m->layers[l].gate_inp))
+            TRY(vkpt__moe_ffn(r, l, n));
+        else
+            TRY(dense_ffn_block(r, l, n));
     }
     if (!n_out) return 0;
     /* the output rows: gather, norm, project */
@@ -587,9 +642,9 @@ int vkpt_runner_step(vkpt_runner *r, const vkpt_step_seq *in, uint32_t n_seqs, v
                          r->R < out_cap ? r->R : out_cap);
     if (n_adj > r->adj_cap)
         return vkpt_fail(VKPT_EINVAL, "step: %u logit edits, at most %u", n_adj, r->adj_cap);
-    if (new_blocks > r->pool.n_free)
+    if (new_blocks > vkpt_prefix_available(&r->pc))
         return vkpt_fail(VKPT_EFULL, "KV cache full: the step needs %u blocks, %u are free",
-                         new_blocks, r->pool.n_free);
+                         new_blocks, vkpt_prefix_available(&r->pc));
     if (!n) return 0;
 
     /* inputs */
@@ -605,7 +660,7 @@ int vkpt_runner_step(vkpt_runner *r, const vkpt_step_seq *in, uint32_t n_seqs, v
         const vkpt_step_seq *e = &in[i];
         seq_state *s = &r->seqs[e->seq];
         while (s->n_blocks * VKPT_KV_BLOCK < s->len + e->n_tokens) {
-            int32_t b = vkpt_kvpool_alloc(&r->pool);
+            int32_t b = vkpt_prefix_alloc(&r->pc);
             s->blocks[s->n_blocks++] = (uint32_t)b; /* counted above: cannot fail */
         }
         aseq[i] = (vkpt_attn_seq){.q_start = row,

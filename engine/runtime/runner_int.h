@@ -10,6 +10,7 @@
 
 #include "k_attn.h"
 #include "kvpool.h"
+#include "prefix.h"
 #include "model_int.h"
 #include "vkpt/runner.h"
 
@@ -18,6 +19,7 @@ typedef struct seq_state {
     uint32_t len;      /* tokens in the cache */
     uint32_t n_blocks; /* blocks held */
     uint32_t *blocks;  /* [max_blocks_seq] */
+    uint32_t n_registered; /* leading blocks offered to the prefix cache */
 } seq_state;
 
 struct vkpt_runner {
@@ -30,6 +32,7 @@ struct vkpt_runner {
     uint32_t max_blocks_seq; /* ceil(n_ctx / 16) */
     uint32_t adj_cap;        /* logit edits per step */
     vkpt_kvpool pool;
+    vkpt_prefix pc; /* every block reference change goes through it */
     vkpt_buf *kc, *vc; /* [n_layer] */
     seq_state *seqs;
     uint32_t *seq_blocks; /* backing store of every seq's block list */

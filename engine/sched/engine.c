@@ -472,6 +472,12 @@ static int engine_step(vkpt_engine *e)
         int s = vkpt_runner_seq_open(e->r);
         if (s < 0) break; /* cannot happen: seqs_free counted it */
         rq->ch[0].seq = s;
+        if (!e->o.no_prefix_cache) {
+            /* reuse cached blocks of the prompt; the last prompt token is
+             * always computed (its logits are needed) */
+            uint32_t got = vkpt_runner_prefix_attach(e->r, s, rq->prompt, rq->n_prompt - 1);
+            if (!rq->t_start) rq->cached_tokens = got;
+        }
         rq->state = RQ_RUNNING;
         if (!rq->t_start) rq->t_start = vkpt_now_ns();
         e->running[e->n_running++] = rq;
@@ -585,6 +591,16 @@ static int engine_step(vkpt_engine *e)
     e->st.prompt_tokens -= decoded;
     e->st.generated_tokens += decoded;
     pthread_mutex_unlock(&e->lock);
+
+    /* offer newly filled blocks to the prefix cache */
+    if (!e->o.no_prefix_cache)
+        for (uint32_t i = 0; i < e->n_running; i++) {
+            vkpt_request *rq = e->running[i];
+            for (uint32_t c = 0; c < rq->p.n; c++)
+                if (rq->ch[c].seq >= 0)
+                    vkpt_runner_prefix_register(e->r, rq->ch[c].seq, rq->prompt, rq->n_prompt,
+                                                rq->ch[c].gen, rq->ch[c].n_gen);
+        }
 
     /* requests whose choices all finished */
     for (uint32_t i = 0; i < e->n_running;) {
@@ -759,5 +775,8 @@ void vkpt_engine_get_stats(vkpt_engine *e, vkpt_engine_stats *out)
     vkpt_runner_get_stats(e->r, &rs);
     out->kv_blocks_total = rs.kv_blocks_total;
     out->kv_blocks_used = rs.kv_blocks_used;
+    out->kv_blocks_cached = rs.kv_blocks_cached;
+    out->prefix_hits = rs.prefix_hits;
+    out->prefix_lookups = rs.prefix_lookups;
     out->running = rs.seqs_open;
 }

@@ -102,10 +102,11 @@ void vkpt_request_cancel(vkpt_request *rq);
 void vkpt_request_release(vkpt_request *rq);
 
 typedef struct vkpt_engine_stats {
-    uint32_t queued;  /* waiting for their first step */
-    uint32_t running; /* requests with KV blocks */
-    uint32_t kv_blocks_total, kv_blocks_used;
-    uint64_t prefix_hits, prefix_lookups; /* blocks reused / looked up */
+    uint32_t queued;                          /* waiting for their first step */
+    uint32_t running;                         /* requests with KV blocks */
+    uint32_t kv_blocks_total, kv_blocks_used; /* used: held by requests */
+    uint32_t kv_blocks_cached;                /* in the prefix cache (evictable when unused) */
+    uint64_t prefix_hits, prefix_lookups;     /* blocks reused / looked up */
     uint64_t prompt_tokens, generated_tokens;
     uint64_t steps, preemptions;
     uint64_t requests_done, requests_canceled, requests_failed;

@@ -56,10 +56,24 @@ int vkpt_runner_seq_truncate(vkpt_runner *r, int seq, uint32_t len);
 int vkpt_runner_seq_fork(vkpt_runner *r, int src, int dst);
 
 typedef struct vkpt_runner_stats {
-    uint32_t kv_blocks_total, kv_blocks_used;
+    uint32_t kv_blocks_total,
+        kv_blocks_used;        /* used: held by sequences (cached-only blocks are free) */
+    uint32_t kv_blocks_cached; /* blocks in the prefix cache */
+    uint64_t prefix_hits, prefix_lookups; /* blocks reused / looked up */
     uint32_t seqs_open, max_seqs, n_ctx, max_step_tokens;
 } vkpt_runner_stats;
 void vkpt_runner_get_stats(const vkpt_runner *r, vkpt_runner_stats *out);
+/* Prefix cache. attach: `seq` (open, empty) adopts the cached blocks that
+ * hold the longest prefix of tokens[0..n) in whole 16-token blocks; returns
+ * the tokens now cached (a multiple of 16, 0 on a miss). register: offer the
+ * sequence's full blocks to the cache; its content is a[0..na) then
+ * b[0..nb) (prompt then generated tokens). Cached blocks stay after their
+ * sequences close and are evicted least-recently-used when the cache needs
+ * room. */
+uint32_t vkpt_runner_prefix_attach(vkpt_runner *r, int seq, const int32_t *tokens, uint32_t n);
+void vkpt_runner_prefix_register(vkpt_runner *r, int seq, const int32_t *a, uint32_t na,
+                                 const int32_t *b, uint32_t nb);
+
 /* Would appending n tokens to this sequence fit the KV cache now? */
 bool vkpt_runner_can_append(const vkpt_runner *r, int seq, uint32_t n);
 /* New KV blocks appending n tokens to the sequence takes (0 for an unknown
