@@ -433,6 +433,13 @@ static int read_post(vkpt_tokenizer *t, const cJSON *o, int depth)
         return vkpt_fail(VKPT_EUNSUPPORTED,
                          "tokenizer.json: post_processor type '%s' is not supported", type);
     }
+    for (int i = 0; i < np + ns; i++) {
+        int32_t id = i < np ? pre[i] : suf[i - np];
+        if (id < 0 || id >= t->n_vocab)
+            return vkpt_fail(VKPT_EFORMAT,
+                             "tokenizer.json: %s adds token id %d, outside the vocabulary", type,
+                             id);
+    }
     /* a later processor wraps what the earlier ones produced */
     if ((err = ids_prepend(&t->post_prefix, &t->n_post_prefix, pre, np))) return err;
     return ids_append(&t->post_suffix, &t->n_post_suffix, suf, ns);

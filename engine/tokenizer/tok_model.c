@@ -375,7 +375,8 @@ static int encode_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const ch
     }
     size_t first = out->n;
     int err = t->model == VKPT__M_SPM ? spm_word(t, s, p, n, out) : bpe_word(t, s, p, n, out);
-    if (!err && cacheable) cache_put(s, h, p, n, out->ids + first, out->n - first);
+    if (!err && cacheable && out->n > first)
+        cache_put(s, h, p, n, out->ids + first, out->n - first);
     return err;
 }
 

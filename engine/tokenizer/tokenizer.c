@@ -1253,8 +1253,9 @@ int vkpt__tok_finish(vkpt_tokenizer *t)
     /* end-of-generation ids */
     eog_add(t, t->sp.eos);
     static const char *const ends[] = {
-        "<|eot_id|>",    "<|im_end|>",      "<end_of_turn>",         "<|eom_id|>", "<|end|>",
-        "<|endoftext|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|return|>", "<|call|>"};
+        "<|eot_id|>", "<|im_end|>",    "<end_of_turn>",   "<|eom_id|>",
+        "<|end|>",    "<|endoftext|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+        "<|return|>", "<|call|>",      "<eos>",           "<EOT>"};
     for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
         int32_t id = vkpt__vocab_get(t, ends[i], strlen(ends[i]));
         if (added_is(t, id) && (t->pflags[id] & VKPT__PF_SPECIAL)) eog_add(t, id);
