@@ -25,10 +25,13 @@
 #define MODELS VKPT_SOURCE_DIR "/models"
 #define HF     VKPT_SOURCE_DIR "/tests/fixtures/hf"
 
+static int g_quantize_at_load = -1;
+
 static vkpt_model *load(void **state, const char *path)
 {
     vkpt_model_opts o = VKPT_MODEL_OPTS_DEFAULT;
     o.progress = false;
+    o.quantize = g_quantize_at_load;
     vkpt_model *m = NULL;
     int err = vkpt_model_load(vkpt_test_dev(state), path, &o, &m);
     if (err) fail_msg("loading %s: %s", path, vkpt_errmsg(err));
@@ -298,6 +301,18 @@ static void hf_quantized_stay_within_bounds(void **state)
         }
 }
 
+/* --quantize at load: F32 weights become Q8_0 on the device (rows whose
+ * length is not a multiple of 32 stay F32); same bound as the Q8_0 file. */
+static void hf_quantize_at_load_within_bounds(void **state)
+{
+    g_quantize_at_load = 8; /* VKPT_Q_Q8_0 */
+    double e = check_fixture(state, HF "/qwen2", HF "/qwen2", 0.12, false);
+    g_quantize_at_load = -1;
+    fprintf(stderr, "# qwen2 quantized to Q8_0 at load: max |logit - transformers f32| = %.3g\n",
+            e);
+    assert_true(e > 1e-3); /* it really was quantized: f32 weights give ~1e-3 */
+}
+
 /* The golden cases as one batch: four sequences in one step, then decoding
  * together. Every logit must equal the same request alone, bit for bit. */
 static void batching_does_not_change_results(void **state)
@@ -371,6 +386,7 @@ int main(void)
         T(hf_llama_tied_matches_transformers), T(hf_qwen2_matches_transformers),
         T(hf_qwen3_matches_transformers),      T(hf_quantized_stay_within_bounds),
         T(batching_does_not_change_results),   T(model_load_errors_are_clear),
+        T(hf_quantize_at_load_within_bounds),
     };
     return cmocka_run_group_tests(tests, vkpt_test_gpu_setup, vkpt_test_gpu_teardown);
 }
