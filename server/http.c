@@ -8,6 +8,7 @@
  * connection is freed in the last close callback. */
 #include "server_int.h"
 
+#include "embeddings.h"
 #include "request.h"
 #include "router.h"
 
@@ -71,6 +72,10 @@ static void conn_close(srv_conn *c)
     if (c->gen) {
         srv_gen_detach(c->gen);
         c->gen = NULL;
+    }
+    if (c->embed) {
+        srv_embed_detach(c->embed);
+        c->embed = NULL;
     }
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -226,6 +231,7 @@ static void conn_response_done(srv_conn *c)
     vkpt_server *s = c->srv;
     conn_log(c);
     c->gen = NULL;
+    c->embed = NULL;
     bool keep = c->resp_keep_alive && c->in.state == SRV_IN_DONE && s->state == SRV_RUNNING;
     srv_http_in_reset(&c->in);
     c->resp_started = c->resp_chunked = false;

@@ -17,6 +17,7 @@
 
 typedef struct vkpt_server vkpt_server;
 struct srv_gen;
+struct srv_embed;
 
 enum srv_conn_state {
     SRV_CONN_READ = 0, /* reading a request */
@@ -42,6 +43,7 @@ typedef struct srv_conn {
     bool lingering;         /* FIN sent; dropping input until the client closes */
     size_t writes_pending;
     struct srv_gen *gen; /* the generation answering the current request */
+    struct srv_embed *embed; /* or the embeddings request (embeddings.c) */
     uint64_t t_first_byte_ns, t_headers_ns, t_req_ns;
     /* for the request log line and metrics */
     int status;

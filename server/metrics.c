@@ -140,7 +140,16 @@ void srv_metrics_render(vkpt_server *s, srv_buf *o)
     size_t n = s->n_models < 16 ? s->n_models : 16;
     for (size_t i = 0; i < n; i++) {
         snaps[i].m = &s->models[i];
-        vkpt_engine_get_stats(s->models[i].engine, &snaps[i].st);
+        memset(&snaps[i].st, 0, sizeof snaps[i].st);
+        if (s->models[i].engine) {
+            vkpt_engine_get_stats(s->models[i].engine, &snaps[i].st);
+        } else { /* an embedding model: its queue and device state */
+            vkpt_embedder_stats es;
+            vkpt_embedder_get_stats(s->models[i].embedder, &es);
+            snaps[i].st.queued = es.queued;
+            snaps[i].st.steps = es.steps;
+            snaps[i].st.device_lost = es.device_lost;
+        }
         srv_buf lb = {0};
         srv_buf_puts(&lb, "model=\"");
         srv_prom_label(&lb, s->models[i].id);

@@ -974,6 +974,14 @@ static void generate(srv_ctx *ctx, int api)
         srv_gen_spec_free(&spec);
         return;
     }
+    if (!m->engine) {
+        srv_conn_error(ctx->conn, 400, "model", "invalid_value",
+                       "The model \"%s\" is an embedding model; it does not generate text. Use "
+                       "POST /v1/embeddings",
+                       m->id);
+        srv_gen_spec_free(&spec);
+        return;
+    }
     if (srv_openai_check_vocab(&spec, m->n_vocab, &e)) {
         answer_api_error(ctx->conn, &e);
         srv_gen_spec_free(&spec);

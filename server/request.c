@@ -324,6 +324,11 @@ static void gen_tokenized(srv_gen *g)
         gen_close(g);
         return;
     }
+    if (g->srv->canceling) {
+        gen_fail(g, 503, NULL, "server_shutting_down",
+                 "the request was canceled: the server is shutting down");
+        return;
+    }
     if (g->work_err) {
         bool oom = g->work_err == VKPT_ENOMEM;
         snprintf(msg, sizeof msg, "%s%s",
@@ -634,6 +639,7 @@ void srv_gen_detach(srv_gen *g)
 
 void srv_gen_cancel_all(vkpt_server *s)
 {
+    s->canceling = true; /* and those still tokenizing will not be submitted */
     for (srv_list *n = s->gens.next; n != &s->gens; n = n->next) {
         srv_gen *g = srv_container_of(n, srv_gen, link);
         if (g->rq) vkpt_request_cancel(g->rq);

@@ -10,6 +10,7 @@
 const srv_route srv_routes[] = {
     {HTTP_POST, "/v1/chat/completions", srv_h_chat_completions, 0},
     {HTTP_POST, "/v1/completions", srv_h_completions, 0},
+    {HTTP_POST, "/v1/embeddings", srv_h_embeddings, 0},
     {HTTP_GET, "/v1/models", srv_h_models, 0},
     {HTTP_GET, "/v1/models/{model*}", srv_h_model, 0},
     {HTTP_POST, "/tokenize", srv_h_tokenize, 0},

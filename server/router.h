@@ -58,5 +58,6 @@ void srv_h_detokenize(srv_ctx *ctx);
 void srv_h_health(srv_ctx *ctx);
 void srv_h_ready(srv_ctx *ctx);
 void srv_h_metrics(srv_ctx *ctx);
+void srv_h_embeddings(srv_ctx *ctx); /* embeddings.c */
 
 #endif

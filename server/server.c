@@ -121,12 +121,13 @@ static bool name_taken(vkpt_server *s, const char *name)
     return srv_model_find(s, name) != NULL;
 }
 
-int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
-                          const vkpt_server_model_opts *opts)
+/* A registry entry over an engine or (engine NULL) an embedder. */
+static int add_entry(vkpt_server *s, const char *id, vkpt_engine *engine, vkpt_embedder *embedder,
+                     const vkpt_server_model_opts *opts)
 {
     static const vkpt_server_model_opts none = {0};
     if (!opts) opts = &none;
-    if (!s || !engine || !id || !id[0])
+    if (!s || (!engine && !embedder) || !id || !id[0])
         return vkpt_fail(VKPT_EINVAL, "add_model needs a server, an engine and a model id");
     if (s->state != SRV_NEW) return vkpt_fail(VKPT_ESTATE, "models are added before start");
     if (name_taken(s, id)) return vkpt_fail(VKPT_EEXISTS, "model name \"%s\" is taken", id);
@@ -139,11 +140,13 @@ int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
     srv_model *m = &s->models[s->n_models];
     memset(m, 0, sizeof *m);
     m->engine = engine;
-    m->model = vkpt_engine_model(engine);
+    m->embedder = embedder;
+    m->model = engine ? vkpt_engine_model(engine) : vkpt_embedder_model(embedder);
     m->tok = vkpt_model_tokenizer(m->model);
     const vkpt_model_info *info = vkpt_model_get_info(m->model);
     uint32_t train = info->n_ctx_train ? info->n_ctx_train : 4096;
     m->n_ctx = opts->n_ctx ? opts->n_ctx : (train < 4096 ? train : 4096);
+    if (embedder) m->n_ctx = vkpt_embedder_max_seq_len(embedder);
     int32_t tv = vkpt_tokenizer_n_vocab(m->tok);
     m->n_vocab = tv > 0 && (uint32_t)tv < info->n_vocab ? (uint32_t)tv : info->n_vocab;
     m->created = srv_unix_time();
@@ -167,7 +170,7 @@ int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
             model_free(m);
             return vkpt_fail(err, "chat template: %s", msg);
         }
-    } else if (!vkpt_tokenizer_chat_template(m->tok)) {
+    } else if (engine && !vkpt_tokenizer_chat_template(m->tok)) {
         err = vkpt_chat_template_create(fallback_template, sizeof fallback_template - 1, &m->tpl);
         if (err) {
             model_free(m);
@@ -180,6 +183,20 @@ int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
 oom:
     model_free(m);
     return vkpt_fail(VKPT_ENOMEM, "model registry");
+}
+
+int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
+                          const vkpt_server_model_opts *opts)
+{
+    if (!engine) return vkpt_fail(VKPT_EINVAL, "add_model needs an engine");
+    return add_entry(s, id, engine, NULL, opts);
+}
+
+int vkpt_server_add_embedder(vkpt_server *s, const char *id, vkpt_embedder *embedder,
+                             const vkpt_server_model_opts *opts)
+{
+    if (!embedder) return vkpt_fail(VKPT_EINVAL, "add_embedder needs an embedder");
+    return add_entry(s, id, NULL, embedder, opts);
 }
 
 /* ---- loop, signals, drain ------------------------------------------------------------ */
@@ -310,6 +327,12 @@ int vkpt_server_wait(vkpt_server *s)
 static bool any_device_lost(vkpt_server *s)
 {
     for (size_t i = 0; i < s->n_models; i++) {
+        if (s->models[i].embedder) {
+            vkpt_embedder_stats es;
+            vkpt_embedder_get_stats(s->models[i].embedder, &es);
+            if (es.device_lost) return true;
+            continue;
+        }
         vkpt_engine_stats st;
         vkpt_engine_get_stats(s->models[i].engine, &st);
         if (st.device_lost) return true;

@@ -4,6 +4,7 @@
 #ifndef VKPT_SERVER_INT_H
 #define VKPT_SERVER_INT_H
 
+#include "vkpt/embed.h"
 #include "vkpt/server.h"
 #include "vkpt/tokenizer.h"
 
@@ -21,7 +22,8 @@ typedef struct srv_model {
     char *id;
     char **aliases;
     size_t n_aliases;
-    vkpt_engine *engine;
+    vkpt_engine *engine;     /* NULL for an embedding model */
+    vkpt_embedder *embedder; /* NULL for a generative model (embeddings.c) */
     const vkpt_model *model;
     const vkpt_tokenizer *tok;
     vkpt_chat_template *tpl; /* our own (override or fallback); NULL: the tokenizer's */
@@ -50,6 +52,7 @@ struct vkpt_server {
     bool loop_ready, listening, thread_started, joined;
     int port;
     int state;                 /* enum srv_state */
+    bool canceling;            /* past the drain deadline: generations are canceled */
     atomic_int stop_requested; /* count of stop requests (signals) */
     int exit_err;
 
