@@ -42,7 +42,7 @@ struct srv_embed {
     uv_async_t async;
     uv_mutex_t mu;
     uint32_t submitted, pending;
-    int err;        /* first error of a callback */
+    int err; /* first error of a callback */
     bool any_canceled;
     float *vecs; /* [n_inputs][dims] */
     vkpt_embed_request **rq;
@@ -110,8 +110,8 @@ static int token_list(perr *p, const cJSON *a, const char *param, int32_t **ids,
         int64_t x;
         if (!int_in(e, 0, 2147483647.0, &x)) {
             vkpt_free(v);
-            return bad(p, 400, param, "invalid_type",
-                       "%s[%d] must be a token id (an integer >= 0)", param, k);
+            return bad(p, 400, param, "invalid_type", "%s[%d] must be a token id (an integer >= 0)",
+                       param, k);
         }
         v[k] = (int32_t)x;
     }
@@ -244,8 +244,8 @@ int srv_embed_parse(const char *body, size_t n, srv_embed_spec *out, int *status
             else
                 out->normalize = cJSON_IsTrue(v) ? VKPT_NORMALIZE_ON : VKPT_NORMALIZE_OFF;
         } else {
-            err = bad(&p, 400, k, "unknown_parameter",
-                      "Unrecognized request argument supplied: %s", k);
+            err = bad(&p, 400, k, "unknown_parameter", "Unrecognized request argument supplied: %s",
+                      k);
         }
     }
     if (!err && !input)
@@ -355,8 +355,7 @@ static void emb_close(srv_embed *e)
 }
 
 /* Answer an error and close (nothing in the embedder yet). */
-static void emb_fail(srv_embed *e, int status, const char *param, const char *code,
-                     const char *msg)
+static void emb_fail(srv_embed *e, int status, const char *param, const char *code, const char *msg)
 {
     if (e->conn && !e->canceled) {
         srv_conn *conn = e->conn;
@@ -495,9 +494,14 @@ static void emb_submit(srv_embed *e)
             e->conn = NULL;
             conn->embed = NULL;
             bool unavailable = err == VKPT_ESTATE || err == VKPT_EDEVLOST;
-            srv_conn_error(conn, unavailable ? 503 : err == VKPT_EINVAL ? 400 : 500, NULL,
-                           unavailable ? "engine_unavailable" : err == VKPT_EINVAL ? "invalid_value"
-                                                                                  : NULL,
+            srv_conn_error(conn,
+                           unavailable          ? 503
+                           : err == VKPT_EINVAL ? 400
+                                                : 500,
+                           NULL,
+                           unavailable          ? "engine_unavailable"
+                           : err == VKPT_EINVAL ? "invalid_value"
+                                                : NULL,
                            "%s", msg);
         }
         e->canceled = true;
@@ -522,8 +526,8 @@ static void tokenize_all(srv_embed *e)
         vkpt_tokens t = {0};
         /* the model's special tokens ([CLS] .. [SEP]); special-token text in
          * the input is plain text (it is a client's content) */
-        e->work_err = vkpt_tokenizer_encode(tok, s->texts[i], s->text_lens[i],
-                                            VKPT_TOK_ADD_SPECIAL, &t);
+        e->work_err =
+            vkpt_tokenizer_encode(tok, s->texts[i], s->text_lens[i], VKPT_TOK_ADD_SPECIAL, &t);
         if (!e->work_err && !t.n) e->work_err = VKPT_EINVAL;
         if (e->work_err) {
             e->work_at = i;
@@ -558,8 +562,8 @@ void srv_h_embeddings(srv_ctx *ctx)
     char param[64], msg[512];
     const char *code = NULL;
     const srv_buf *body = &ctx->req->body;
-    if (srv_embed_parse(body->p ? body->p : "", body->n, &spec, &status, param, sizeof param,
-                        &code, msg, sizeof msg)) {
+    if (srv_embed_parse(body->p ? body->p : "", body->n, &spec, &status, param, sizeof param, &code,
+                        msg, sizeof msg)) {
         srv_conn_error(ctx->conn, status, param[0] ? param : NULL, code, "%s", msg);
         return;
     }
@@ -570,9 +574,10 @@ void srv_h_embeddings(srv_ctx *ctx)
         for (size_t i = 0; i < s->n_models && used < sizeof list - 1; i++)
             used += (size_t)snprintf(list + used, sizeof list - used, "%s\"%s\"", i ? ", " : "",
                                      s->models[i].id);
-        srv_conn_error(ctx->conn, 404, "model", "model_not_found",
-                       "The model \"%s\" does not exist; this server serves %s (see GET /v1/models)",
-                       spec.model, list);
+        srv_conn_error(
+            ctx->conn, 404, "model", "model_not_found",
+            "The model \"%s\" does not exist; this server serves %s (see GET /v1/models)",
+            spec.model, list);
         srv_embed_spec_free(&spec);
         return;
     }
@@ -619,7 +624,8 @@ void srv_h_embeddings(srv_ctx *ctx)
         }
         size_t bytes = 0;
         for (uint32_t i = 0; i < e->spec.n_inputs; i++) bytes += e->spec.text_lens[i];
-        if (bytes > INLINE_TEXT_BYTES && uv_queue_work(&s->loop, &e->work, work_cb, after_work_cb) == 0) {
+        if (bytes > INLINE_TEXT_BYTES &&
+            uv_queue_work(&s->loop, &e->work, work_cb, after_work_cb) == 0) {
             e->work_pending = true;
             return;
         }

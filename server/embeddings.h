@@ -32,23 +32,23 @@ typedef struct srv_embed srv_embed;
 /* A validated embeddings request body (pure: no model needed), for the
  * handler and the unit tests. */
 typedef struct srv_embed_spec {
-    char *model;        /* requested name; NULL: the default model */
-    bool base64;        /* encoding_format "base64" */
-    uint32_t dims;      /* "dimensions"; 0: all */
-    int pooling;        /* vkpt extension "pooling": enum vkpt_pooling (0: the model's) */
-    int normalize;      /* vkpt extension "normalize": enum vkpt_normalize (0: the model's) */
-    uint32_t n_inputs;  /* 1..SRV_EMBED_MAX_INPUTS */
-    char **texts;       /* [n_inputs] when the inputs are strings, else NULL */
-    size_t *text_lens;  /* [n_inputs] */
-    int32_t **ids;      /* [n_inputs] when the inputs are token ids, else NULL */
-    uint32_t *n_ids;    /* [n_inputs] */
+    char *model;       /* requested name; NULL: the default model */
+    bool base64;       /* encoding_format "base64" */
+    uint32_t dims;     /* "dimensions"; 0: all */
+    int pooling;       /* vkpt extension "pooling": enum vkpt_pooling (0: the model's) */
+    int normalize;     /* vkpt extension "normalize": enum vkpt_normalize (0: the model's) */
+    uint32_t n_inputs; /* 1..SRV_EMBED_MAX_INPUTS */
+    char **texts;      /* [n_inputs] when the inputs are strings, else NULL */
+    size_t *text_lens; /* [n_inputs] */
+    int32_t **ids;     /* [n_inputs] when the inputs are token ids, else NULL */
+    uint32_t *n_ids;   /* [n_inputs] */
 } srv_embed_spec;
 
 /* Parse and validate a body. 0 and `out` filled (free with
  * srv_embed_spec_free), or a negative code with status/param/code/message
  * for the answer (out left empty). */
-int srv_embed_parse(const char *body, size_t n, srv_embed_spec *out, int *status,
-                    char *param, size_t param_cap, const char **code, char *msg, size_t msg_cap);
+int srv_embed_parse(const char *body, size_t n, srv_embed_spec *out, int *status, char *param,
+                    size_t param_cap, const char **code, char *msg, size_t msg_cap);
 void srv_embed_spec_free(srv_embed_spec *s);
 
 /* JSON of n little-endian f32 values as base64 (RFC 4648, padded), appended

@@ -42,7 +42,7 @@ typedef struct srv_conn {
     bool close_after_flush; /* close once the queued writes are done */
     bool lingering;         /* FIN sent; dropping input until the client closes */
     size_t writes_pending;
-    struct srv_gen *gen; /* the generation answering the current request */
+    struct srv_gen *gen;     /* the generation answering the current request */
     struct srv_embed *embed; /* or the embeddings request (embeddings.c) */
     uint64_t t_first_byte_ns, t_headers_ns, t_req_ns;
     /* for the request log line and metrics */

@@ -10,8 +10,9 @@
     X(devices, "list Vulkan devices and their capabilities") \
     X(run, "generate text from a prompt")                    \
     X(synth, "write a random-weight model at real shapes")   \
-    X(quantize, "quantize a GGUF file or HF folder to GGUF")  \
+    X(quantize, "quantize a GGUF file or HF folder to GGUF") \
     X(serve, "serve a model over HTTP (OpenAI API)")         \
+    X(embed, "embed text with an encoder model (vectors)")   \
     X(loadgen, "load-test an OpenAI-compatible endpoint")    \
     X(bench, "benchmarks: memory bandwidth (more to come)")  \
     X(tokenize, "text to token ids and back (JSON lines)")   \

@@ -22,7 +22,8 @@ static void usage(FILE *f)
         f,
         "usage: vkpt serve [-m MODEL] [options]\n\n"
         "Serves a model over HTTP with an OpenAI-compatible API (/v1/chat/completions,\n"
-        "/v1/completions, /v1/models, /tokenize, /detokenize, /health, /ready, /metrics).\n"
+        "/v1/completions, /v1/models, /tokenize, /detokenize, /health, /ready, /metrics;\n"
+        "/v1/embeddings when the model is an encoder: bert, nomic-bert, GTE v1.5).\n"
         "SIGINT/SIGTERM stop it gracefully (a second signal cancels requests in flight).\n\n"
         "  -m, --model PATH         a .gguf file or a Hugging Face folder (default: the bundled\n"
         "                           stories260K)\n"
@@ -49,7 +50,13 @@ static void usage(FILE *f)
         "      --idle-timeout S     seconds an idle keep-alive connection stays open (default 30)\n"
         "      --config FILE        JSON object of the settings above (keys: long flag names);\n"
         "                           flags given on the command line win\n"
-        "      --quiet              no per-request log line\n");
+        "      --quiet              no per-request log line\n\n"
+        "Embedding models: --ctx is the longest input (default: the model's, <= 8192),\n"
+        "--parallel the sequences per step (64), --max-step-tokens the tokens per step (2048).\n"
+        "      --pooling P          the endpoint's pooling: cls, mean or last (default: the\n"
+        "                           model's files', else mean)\n"
+        "      --normalize, --no-normalize  the endpoint's L2 normalisation (default: the\n"
+        "                           model's files', else off)\n");
 }
 
 enum {
@@ -73,6 +80,9 @@ enum {
     O_HEADER_TO,
     O_BODY_TO,
     O_IDLE_TO,
+    O_POOLING,
+    O_NORMALIZE,
+    O_NO_NORMALIZE,
     O_CONFIG,
     O_QUIET,
 };
@@ -98,6 +108,9 @@ static const struct option long_opts[] = {{"model", required_argument, 0, 'm'},
                                           {"header-timeout", required_argument, 0, O_HEADER_TO},
                                           {"body-timeout", required_argument, 0, O_BODY_TO},
                                           {"idle-timeout", required_argument, 0, O_IDLE_TO},
+                                          {"pooling", required_argument, 0, O_POOLING},
+                                          {"normalize", no_argument, 0, O_NORMALIZE},
+                                          {"no-normalize", no_argument, 0, O_NO_NORMALIZE},
                                           {"config", required_argument, 0, O_CONFIG},
                                           {"quiet", no_argument, 0, O_QUIET},
                                           {"help", no_argument, 0, 'h'},
@@ -112,6 +125,7 @@ typedef struct serve_cfg {
     long header_s, body_s, idle_s;
     uint64_t max_body;
     bool no_prefix, no_bi, quiet;
+    int pooling, normalize; /* embedding models: enum vkpt_pooling, enum vkpt_normalize */
     const char *keys[MAX_KEYS];
     size_t n_keys;
     bool set[O_QUIET + 1]; /* given as a flag */
@@ -173,6 +187,13 @@ static int apply(serve_cfg *c, int id, const char *v)
     case O_BODY_TO: return parse_long("body-timeout", v, 1, 3600, &c->body_s);
     case O_IDLE_TO: return parse_long("idle-timeout", v, 1, 86400, &c->idle_s);
     case O_QUIET: c->quiet = true; return 0;
+    case O_POOLING:
+        c->pooling = vkpt_pooling_by_name(v);
+        if (c->pooling <= 0)
+            return vkpt_fail(VKPT_EINVAL, "--pooling takes cls, mean or last; got '%s'", v);
+        return 0;
+    case O_NORMALIZE: c->normalize = VKPT_NORMALIZE_ON; return 0;
+    case O_NO_NORMALIZE: c->normalize = VKPT_NORMALIZE_OFF; return 0;
     }
     return vkpt_fail(VKPT_EINVAL, "unknown setting");
 }
@@ -335,6 +356,7 @@ int cmd_serve(int argc, char **argv)
     vkpt_device *dev = NULL;
     vkpt_model *m = NULL;
     vkpt_engine *e = NULL;
+    vkpt_embedder *emb = NULL;
     vkpt_server *srv = NULL;
     int err = 0, status = 0;
     if (config_path) {
@@ -393,20 +415,6 @@ int cmd_serve(int argc, char **argv)
     mo.n_ctx = (uint32_t)c.ctx;
     if (c.quantize) mo.quantize = !strcasecmp(c.quantize, "q8_0") ? 8 : 12;
     if ((err = vkpt_model_load(dev, model_path, &mo, &m))) goto done;
-    if (!vkpt_model_get_info(m)->causal) {
-        err = vkpt_fail(VKPT_EUNSUPPORTED, "%s is an embedding model; it cannot generate text",
-                        model_path);
-        goto done;
-    }
-    vkpt_engine_opts eo = {
-        .n_ctx = (uint32_t)c.ctx,
-        .max_seqs = (uint32_t)c.parallel,
-        .max_step_tokens = (uint32_t)c.step_tokens,
-        .kv_tokens = (uint32_t)c.kv_tokens,
-        .no_prefix_cache = c.no_prefix,
-        .batch_invariant = !c.no_bi,
-    };
-    if ((err = vkpt_engine_create(m, &eo, &e))) goto done;
     const char *aliases[] = {model_path};
     vkpt_server_model_opts smo = {
         .chat_template = tpl,
@@ -415,7 +423,34 @@ int cmd_serve(int argc, char **argv)
         .aliases = aliases,
         .n_aliases = 1,
     };
-    if ((err = vkpt_server_add_model(srv, id, e, &smo))) goto done;
+    if (!vkpt_model_get_info(m)->causal) {
+        /* an encoder: served on /v1/embeddings */
+        vkpt_embedder_opts bo = {
+            .max_seq_len = (uint32_t)c.ctx,
+            .max_seqs = (uint32_t)c.parallel,
+            .max_batch_tokens = (uint32_t)c.step_tokens,
+            .pooling = c.pooling,
+            .normalize = c.normalize,
+            .batch_invariant = !c.no_bi,
+        };
+        if ((err = vkpt_embedder_create(m, &bo, &emb))) goto done;
+        if ((err = vkpt_server_add_embedder(srv, id, emb, &smo))) goto done;
+        VKPT_LOGI("serve: %s is an embedding model: POST /v1/embeddings (%s pooling%s, %u dims)",
+                  id, vkpt_pooling_name(vkpt_embedder_default_pooling(emb)),
+                  vkpt_embedder_default_normalize(emb) ? ", L2-normalised" : "",
+                  vkpt_embedder_dim(emb));
+    } else {
+        vkpt_engine_opts eo = {
+            .n_ctx = (uint32_t)c.ctx,
+            .max_seqs = (uint32_t)c.parallel,
+            .max_step_tokens = (uint32_t)c.step_tokens,
+            .kv_tokens = (uint32_t)c.kv_tokens,
+            .no_prefix_cache = c.no_prefix,
+            .batch_invariant = !c.no_bi,
+        };
+        if ((err = vkpt_engine_create(m, &eo, &e))) goto done;
+        if ((err = vkpt_server_add_model(srv, id, e, &smo))) goto done;
+    }
     if ((err = vkpt_server_start(srv))) goto done;
     fprintf(stderr, "vkpt serve: listening on http://%s%s%s:%d (model \"%s\"%s)\n",
             c.host && strchr(c.host, ':') ? "[" : "", c.host ? c.host : "127.0.0.1",
@@ -425,6 +460,7 @@ int cmd_serve(int argc, char **argv)
 done:
     vkpt_server_destroy(srv); /* before the engine: it holds requests on it */
     vkpt_engine_destroy(e);
+    vkpt_embedder_destroy(emb);
     vkpt_model_destroy(m);
     vkpt_device_destroy(dev);
     vkpt_instance_destroy(inst);

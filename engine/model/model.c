@@ -47,6 +47,8 @@ static const struct {
     F("ffn_down.weight", w_down),
     F("ffn_up.bias", b_up),
     F("ffn_down.bias", b_down),
+    F("ffn_up_gate.weight", w_up_gate),
+    F("ffn_up_gate.bias", b_up_gate),
     F("ffn_gate_inp.weight", gate_inp),
     F("ffn_gate_exps.weight", gate_exps),
     F("ffn_up_exps.weight", up_exps),
@@ -278,6 +280,8 @@ int vkpt_model_load(vkpt_device *dev, const char *path, const vkpt_model_opts *o
     mi->n_expert = m->hp.n_expert;
     mi->n_expert_used = m->hp.n_expert_used;
     mi->causal = !(m->arch->flags & VKPT_AF_ENCODER);
+    mi->pooling = m->hp.pooling;
+    mi->normalize = m->hp.normalize;
 
     /* tokenizer first: a model whose tokenizer cannot load is not usable */
     err = src->is_gguf ? vkpt_tokenizer_create_gguf(src->gguf, &m->tok)

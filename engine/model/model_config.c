@@ -8,6 +8,9 @@
 #define _GNU_SOURCE
 #include "model_int.h"
 
+#include "k_act.h"
+#include "vkpt/embed.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,7 +28,22 @@ static const vkpt_arch_desc k_archs[VKPT_ARCH_COUNT] = {
     [VKPT_ARCH_DBRX] = {VKPT_ARCH_DBRX, "dbrx", "dbrx",
                         VKPT_AF_ROPE_NEOX | VKPT_AF_MOE | VKPT_AF_LAYERNORM | VKPT_AF_FUSED_QKV},
     [VKPT_ARCH_BERT] = {VKPT_ARCH_BERT, "bert", "bert", VKPT_AF_ENCODER | VKPT_AF_LAYERNORM},
+    [VKPT_ARCH_NOMIC_BERT] = {VKPT_ARCH_NOMIC_BERT, "nomic-bert", "nomic_bert",
+                              VKPT_AF_ENCODER | VKPT_AF_LAYERNORM | VKPT_AF_ROPE |
+                                  VKPT_AF_ROPE_NEOX | VKPT_AF_FUSED_QKV},
+    /* GTE v1.5 (Alibaba-NLP/new-impl). llama.cpp has no GGUF form of it; the
+     * name only labels vkpt's own files. */
+    [VKPT_ARCH_GTE] = {VKPT_ARCH_GTE, "new", "new",
+                       VKPT_AF_ENCODER | VKPT_AF_LAYERNORM | VKPT_AF_ROPE | VKPT_AF_ROPE_NEOX |
+                           VKPT_AF_FUSED_QKV},
 };
+
+/* The FFN activation an encoder architecture uses unless its config says
+ * otherwise: BERT and GTE GELU (erf; GTE gated), nomic-bert SwiGLU. */
+static int encoder_act(const vkpt_arch_desc *arch)
+{
+    return arch->id == VKPT_ARCH_NOMIC_BERT ? VKPT_ACT_SILU : VKPT_ACT_GELU_ERF;
+}
 
 const vkpt_arch_desc *vkpt_arch_get(int id)
 {
@@ -158,6 +176,17 @@ int vkpt__hparams_gguf(const vkpt_gguf *g, const vkpt_arch_desc *arch, vkpt_hpar
     if (!vkpt_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id)) hp->bos_id = (int32_t)id;
     if (!vkpt_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id)) hp->eos_id = (int32_t)id;
     hp->tie_embeddings = vkpt_gguf_find_tensor(g, "output.weight") == NULL;
+    if (arch->flags & VKPT_AF_ENCODER) {
+        hp->ffn_act = encoder_act(arch);
+        /* llama.cpp's enum llama_pooling_type: 1 mean, 2 cls, 3 last (0 none,
+         * 4 rank: no default here) */
+        uint32_t pt = 0;
+        g_u32(g, a, "pooling_type", &pt);
+        hp->pooling = pt == 1   ? VKPT_POOLING_MEAN
+                      : pt == 2 ? VKPT_POOLING_CLS
+                      : pt == 3 ? VKPT_POOLING_LAST
+                                : 0;
+    }
     return finish(hp, "GGUF");
 }
 
@@ -207,7 +236,15 @@ static int rope_from(const cJSON *rp, vkpt_hparams *hp)
         hp->rope_scaling = VKPT_ROPE_LLAMA3;
     else if (!strcmp(type, "yarn"))
         hp->rope_scaling = VKPT_ROPE_YARN;
-    else
+    else if (!strcmp(type, "ntk")) {
+        /* GTE v1.5's fixed NTK scaling: base * factor and every frequency
+         * divided by factor^(2/rot_dim), at every length (the encoder applies
+         * it to the plain table) */
+        hp->rope_scaling = VKPT_ROPE_PLAIN;
+        double f;
+        if (j_num(rp, "factor", &f) && f > 0) hp->rope_ntk = (float)f;
+        return 0;
+    } else
         return vkpt_fail(VKPT_EUNSUPPORTED, "config.json: rope type '%.40s' is not supported",
                          type);
     j_f32(rp, "factor", &hp->rope_factor);
@@ -236,7 +273,7 @@ int vkpt__hparams_hf(const char *text, size_t len, const vkpt_arch_desc **arch_o
     if (!arch) {
         err = vkpt_fail(VKPT_EUNSUPPORTED,
                         "config.json: model_type '%.60s' is not supported (llama, mistral, "
-                        "mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, dbrx, bert)",
+                        "mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, dbrx, bert, nomic_bert, new)",
                         cJSON_IsString(mt) ? mt->valuestring : "(missing)");
         goto done;
     }
@@ -289,8 +326,180 @@ int vkpt__hparams_hf(const char *text, size_t len, const vkpt_arch_desc **arch_o
     j_id(c, "bos_token_id", &hp->bos_id);
     j_id(c, "eos_token_id", &hp->eos_id);
     if (hp->n_expert && !hp->n_ff_exp) hp->n_ff_exp = hp->n_ff;
+    if (arch->flags & VKPT_AF_ENCODER) {
+        /* nomic-bert writes GPT-2 style names */
+        j_u32(c, "n_embd", &hp->n_embd);
+        j_u32(c, "n_head", &hp->n_head);
+        j_u32(c, "n_layer", &hp->n_layer);
+        j_u32(c, "n_inner", &hp->n_ff);
+        j_u32(c, "n_positions", &hp->n_ctx_train);
+        j_f32(c, "layer_norm_epsilon", &hp->norm_eps);
+        j_f32(c, "rotary_emb_base", &hp->rope_theta);
+        double frac;
+        if (j_num(c, "rotary_emb_fraction", &frac) && frac > 0 && frac <= 1 && hp->n_head)
+            hp->rot_dim = (uint32_t)(hp->n_embd / hp->n_head * frac);
+        if (hp->n_ff == 0 && arch->id == VKPT_ARCH_NOMIC_BERT) hp->n_ff = 4 * hp->n_embd;
+        hp->ffn_act = encoder_act(arch);
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(c, "hidden_act");
+        if (!cJSON_IsString(act)) act = cJSON_GetObjectItemCaseSensitive(c, "activation_function");
+        if (cJSON_IsString(act)) {
+            const char *an = act->valuestring;
+            if (!strcmp(an, "gelu") || !strcmp(an, "geglu"))
+                hp->ffn_act = VKPT_ACT_GELU_ERF;
+            else if (!strcmp(an, "gelu_new") || !strcmp(an, "gelu_pytorch_tanh") ||
+                     !strcmp(an, "gelu_fast"))
+                hp->ffn_act = VKPT_ACT_GELU_TANH;
+            else if (!strcmp(an, "silu") || !strcmp(an, "swiglu") || !strcmp(an, "swish"))
+                hp->ffn_act = VKPT_ACT_SILU;
+            else {
+                err = vkpt_fail(VKPT_EUNSUPPORTED,
+                                "config.json: activation '%.40s' is not supported (gelu, "
+                                "gelu_new, gelu_pytorch_tanh, silu, swiglu)",
+                                an);
+                goto done;
+            }
+        }
+        const cJSON *prenorm = cJSON_GetObjectItemCaseSensitive(c, "prenorm");
+        const cJSON *causal = cJSON_GetObjectItemCaseSensitive(c, "causal");
+        double moe_every = 0;
+        if (cJSON_IsTrue(prenorm) || cJSON_IsTrue(causal) ||
+            (j_num(c, "moe_every_n_layers", &moe_every) && moe_every > 0)) {
+            err = vkpt_fail(VKPT_EUNSUPPORTED, "config.json: %s encoders are not supported",
+                            cJSON_IsTrue(prenorm)  ? "pre-LayerNorm"
+                            : cJSON_IsTrue(causal) ? "causal"
+                                                   : "mixture-of-experts");
+            goto done;
+        }
+        if (arch->id == VKPT_ARCH_GTE || arch->id == VKPT_ARCH_NOMIC_BERT) {
+            const cJSON *pe = cJSON_GetObjectItemCaseSensitive(c, "position_embedding_type");
+            if (cJSON_IsString(pe) && strcmp(pe->valuestring, "rope") &&
+                strcmp(pe->valuestring, "rotary")) {
+                err = vkpt_fail(VKPT_EUNSUPPORTED,
+                                "config.json: position_embedding_type '%.40s' (only rope)",
+                                pe->valuestring);
+                goto done;
+            }
+        }
+    }
     err = finish(hp, "config.json");
 done:
     cJSON_Delete(c);
+    return err;
+}
+
+/* ---- sentence-transformers pooling ------------------------------------------------------ */
+
+static char *read_text(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    if (!fseek(f, 0, SEEK_END)) {
+        long n = ftell(f);
+        if (n >= 0 && n < (1 << 20) && !fseek(f, 0, SEEK_SET) && (b = vkpt_malloc((size_t)n + 1))) {
+            if (fread(b, 1, (size_t)n, f) == (size_t)n) {
+                b[n] = 0;
+                *len = (size_t)n;
+            } else {
+                vkpt_free(b);
+                b = NULL;
+            }
+        }
+    }
+    fclose(f);
+    return b;
+}
+
+static bool ends_with_str(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && !strcmp(s + n - m, suf);
+}
+
+/* A Pooling module's config.json: exactly one mode vkpt computes. */
+static int st_pooling_config(const char *dir, const char *sub, vkpt_hparams *hp)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, sub);
+    size_t len = 0;
+    char *text = read_text(path, &len);
+    if (!text) return vkpt_fail(VKPT_EIO, "%s: cannot read it", path);
+    cJSON *c = cJSON_ParseWithLength(text, len);
+    vkpt_free(text);
+    int err = 0;
+    if (!cJSON_IsObject(c)) {
+        err = vkpt_fail(VKPT_EFORMAT, "%s is not a JSON object", path);
+        goto done;
+    }
+    static const struct {
+        const char *key;
+        int pooling; /* 0: not computed by vkpt */
+    } modes[] = {
+        {"pooling_mode_cls_token", VKPT_POOLING_CLS},
+        {"pooling_mode_mean_tokens", VKPT_POOLING_MEAN},
+        {"pooling_mode_lasttoken", VKPT_POOLING_LAST},
+        {"pooling_mode_max_tokens", 0},
+        {"pooling_mode_mean_sqrt_len_tokens", 0},
+        {"pooling_mode_weightedmean_tokens", 0},
+    };
+    int found = 0, n_on = 0;
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, modes[i].key))) continue;
+        n_on++;
+        if (!modes[i].pooling) {
+            err = vkpt_fail(VKPT_EUNSUPPORTED, "%s: %s is not supported (cls, mean, last token)",
+                            path, modes[i].key);
+            goto done;
+        }
+        found = modes[i].pooling;
+    }
+    if (n_on > 1) {
+        err = vkpt_fail(VKPT_EUNSUPPORTED,
+                        "%s: %d pooling modes concatenated; vkpt pools one way (cls, mean or last "
+                        "token)",
+                        path, n_on);
+        goto done;
+    }
+    hp->pooling = found;
+done:
+    cJSON_Delete(c);
+    return err;
+}
+
+int vkpt__st_pooling(const char *dir, vkpt_hparams *hp)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/modules.json", dir);
+    size_t len = 0;
+    char *text = read_text(path, &len);
+    if (!text) return 0; /* not a sentence-transformers folder: nothing said */
+    cJSON *mods = cJSON_ParseWithLength(text, len);
+    vkpt_free(text);
+    int err = 0;
+    bool pooled = false, normalized = false;
+    if (!cJSON_IsArray(mods)) {
+        err = vkpt_fail(VKPT_EFORMAT, "%s is not a JSON array", path);
+        goto done;
+    }
+    for (const cJSON *m = mods->child; m && !err; m = m->next) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(m, "type");
+        const cJSON *sub = cJSON_GetObjectItemCaseSensitive(m, "path");
+        const char *t = cJSON_IsString(type) ? type->valuestring : "";
+        if (ends_with_str(t, ".Transformer")) continue;
+        if (ends_with_str(t, ".Pooling")) {
+            err = st_pooling_config(dir, cJSON_IsString(sub) ? sub->valuestring : "1_Pooling", hp);
+            pooled = true;
+        } else if (ends_with_str(t, ".Normalize")) {
+            normalized = true;
+        } else {
+            err = vkpt_fail(VKPT_EUNSUPPORTED,
+                            "%s: module '%.80s' is not supported (Transformer, Pooling, Normalize)",
+                            path, t);
+        }
+    }
+    if (!err && (pooled || normalized))
+        hp->normalize = normalized ? VKPT_NORMALIZE_ON : VKPT_NORMALIZE_OFF;
+done:
+    cJSON_Delete(mods);
     return err;
 }

@@ -26,6 +26,8 @@ enum vkpt_arch_id {
     VKPT_ARCH_QWEN3MOE,
     VKPT_ARCH_DBRX,
     VKPT_ARCH_BERT,
+    VKPT_ARCH_NOMIC_BERT, /* nomic-embed-text: RoPE, fused Wqkv, SwiGLU, post-LayerNorm */
+    VKPT_ARCH_GTE,        /* GTE v1.5 ("new"): RoPE with NTK scaling, fused qkv, GeGLU */
     VKPT_ARCH_COUNT
 };
 
@@ -39,6 +41,7 @@ enum vkpt_arch_flags {
     VKPT_AF_LAYERNORM = 1u << 6, /* LayerNorm instead of RMSNorm */
     VKPT_AF_SHARED_EXPERT = 1u << 7,
     VKPT_AF_FUSED_QKV = 1u << 8,
+    VKPT_AF_ROPE = 1u << 9, /* encoders: rotary positions (decoders always rotate) */
 };
 
 typedef struct vkpt_arch_desc {
@@ -69,6 +72,11 @@ typedef struct vkpt_hparams {
     float clip_qkv; /* 0 = none */
     uint32_t sliding_window;
     int32_t bos_id, eos_id;
+    /* encoders (engine/runtime/encoder.c) */
+    int pooling;    /* enum vkpt_pooling (vkpt/embed.h) from the model's files; 0 unknown */
+    int normalize;  /* enum vkpt_normalize likewise; 0 unknown */
+    int ffn_act;    /* enum vkpt_act (k_act.h) of the FFN: GELU erf, GELU tanh, SiLU */
+    float rope_ntk; /* GTE's fixed NTK scaling factor (rope type "ntk"); 0 none */
 } vkpt_hparams;
 
 /* ---- tensor source ----------------------------------------------------------- */
@@ -147,6 +155,7 @@ typedef struct vkpt_layer {
     vkpt_tensor q_norm, k_norm;
     vkpt_tensor ffn_norm, ffn_norm_b, post_norm, post_norm_b;
     vkpt_tensor w_gate, w_up, w_down, b_up, b_down;
+    vkpt_tensor w_up_gate, b_up_gate; /* GTE: [2*n_ff][n_embd], up rows then gate rows */
     /* experts (MoE): [n_expert][...] stacked */
     vkpt_tensor gate_inp, gate_exps, up_exps, down_exps;
     vkpt_tensor gate_shexp, up_shexp, down_shexp, gate_inp_shexp;
@@ -168,5 +177,10 @@ struct vkpt_model {
 int vkpt__hparams_gguf(const vkpt_gguf *g, const vkpt_arch_desc *arch, vkpt_hparams *hp);
 int vkpt__hparams_hf(const char *config_json, size_t len, const vkpt_arch_desc **arch,
                      vkpt_hparams *hp);
+/* Pooling and normalisation from a sentence-transformers folder (modules.json,
+ * its Pooling module's config.json) into hp->pooling / hp->normalize; a
+ * folder without modules.json leaves them unknown. VKPT_EUNSUPPORTED names a
+ * pooling mode or module vkpt does not compute (max, weighted mean, Dense). */
+int vkpt__st_pooling(const char *dir, vkpt_hparams *hp);
 
 #endif

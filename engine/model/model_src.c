@@ -120,6 +120,8 @@ static const hf_map k_hf_global[] = {
     {"embeddings.token_type_embeddings.weight", "token_types.weight"},
     {"embeddings.LayerNorm.weight", "token_embd_norm.weight"},
     {"embeddings.LayerNorm.bias", "token_embd_norm.bias"},
+    {"emb_ln.weight", "token_embd_norm.weight"}, /* nomic-bert */
+    {"emb_ln.bias", "token_embd_norm.bias"},
 };
 
 static const hf_map k_hf_layer[] = {
@@ -171,6 +173,33 @@ static const hf_map k_hf_layer[] = {
     {"output.dense.bias", "ffn_down.bias"},
     {"output.LayerNorm.weight", "layer_output_norm.weight"},
     {"output.LayerNorm.bias", "layer_output_norm.bias"},
+    /* GTE v1.5 ("new") */
+    {"attention.qkv_proj.weight", "attn_qkv.weight"},
+    {"attention.qkv_proj.bias", "attn_qkv.bias"},
+    {"attention.o_proj.weight", "attn_output.weight"},
+    {"attention.o_proj.bias", "attn_output.bias"},
+    {"attn_ln.weight", "attn_output_norm.weight"},
+    {"attn_ln.bias", "attn_output_norm.bias"},
+    {"mlp.up_gate_proj.weight", "ffn_up_gate.weight"},
+    {"mlp.up_gate_proj.bias", "ffn_up_gate.bias"},
+    {"mlp.down_proj.bias", "ffn_down.bias"},
+    {"mlp_ln.weight", "layer_output_norm.weight"},
+    {"mlp_ln.bias", "layer_output_norm.bias"},
+    /* nomic-bert */
+    {"attn.Wqkv.weight", "attn_qkv.weight"},
+    {"attn.Wqkv.bias", "attn_qkv.bias"},
+    {"attn.out_proj.weight", "attn_output.weight"},
+    {"attn.out_proj.bias", "attn_output.bias"},
+    {"norm1.weight", "attn_output_norm.weight"},
+    {"norm1.bias", "attn_output_norm.bias"},
+    {"mlp.fc11.weight", "ffn_up.weight"},
+    {"mlp.fc12.weight", "ffn_gate.weight"},
+    {"mlp.fc1.weight", "ffn_up.weight"},
+    {"mlp.fc1.bias", "ffn_up.bias"},
+    {"mlp.fc2.weight", "ffn_down.weight"},
+    {"mlp.fc2.bias", "ffn_down.bias"},
+    {"norm2.weight", "layer_output_norm.weight"},
+    {"norm2.bias", "layer_output_norm.bias"},
 };
 
 /* Per-expert tensors: prefix "<layer prefix>" + pre + "<e>." + post. */
@@ -185,7 +214,31 @@ static const struct {
     {"mlp.experts.", "down_proj.weight", "ffn_down_exps.weight"},
 };
 
-static const char *k_layer_prefixes[] = {"model.layers.", "transformer.blocks.", "encoder.layer."};
+static const char *k_layer_prefixes[] = {"model.layers.", "transformer.blocks.", "encoder.layer.",
+                                         "encoder.layers."};
+
+/* Encoder checkpoints carry heads and buffers an embedding does not use
+ * (the [CLS] pooler, masked-LM and classifier heads, position-id buffers),
+ * and some prefix every name with the model's own ("bert.", "new.").
+ * Returns the name to map, or NULL to skip the tensor. */
+static const char *encoder_name(const char *hf)
+{
+    static const char *const prefixes[] = {"bert.", "new.", "model."};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (!strncmp(hf, prefixes[i], n) &&
+            (!strncmp(hf + n, "embeddings.", 11) || !strncmp(hf + n, "encoder.", 8) ||
+             !strncmp(hf + n, "emb_ln.", 7) || !strncmp(hf + n, "pooler.", 7))) {
+            hf += n;
+            break;
+        }
+    }
+    static const char *const skip[] = {"pooler.", "cls.", "classifier.", "lm_head."};
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (!strncmp(hf, skip[i], strlen(skip[i]))) return NULL;
+    if (!strcmp(hf, "embeddings.position_ids")) return NULL;
+    return hf;
+}
 
 static int hf_type(int dtype, uint32_t *out)
 {
@@ -277,11 +330,18 @@ static int open_hf(vkpt_src *s)
     if ((err = vkpt_st_open(s->path, &s->st))) return err;
 
     size_t cap = 0;
+    bool encoder = (s->arch->flags & VKPT_AF_ENCODER) != 0;
+    if (encoder && (err = vkpt__st_pooling(s->path, &s->hp))) return err;
     for (size_t i = 0; i < vkpt_st_count(s->st); i++) {
         const vkpt_st_tensor *h = vkpt_st_at(s->st, i);
         char canon[96];
         int expert;
-        if (!hf_map_name(h->name, canon, sizeof canon, &expert)) {
+        const char *hname = encoder ? encoder_name(h->name) : h->name;
+        if (!hname) {
+            VKPT_LOGD("%s: ignoring tensor %s (not used for embeddings)", s->path, h->name);
+            continue;
+        }
+        if (!hf_map_name(hname, canon, sizeof canon, &expert)) {
             /* rotary caches some checkpoints carry are derived data */
             if (strstr(h->name, "rotary_emb.inv_freq")) continue;
             return vkpt_fail(VKPT_EUNSUPPORTED, "%s: tensor '%.120s' has no meaning vkpt knows",

@@ -53,6 +53,12 @@ typedef struct vkpt_model_info {
     uint64_t n_params;
     uint64_t weight_bytes; /* on the device */
     bool causal;           /* false for encoders (embedding models) */
+    /* Encoders: the pooling and normalisation the model's files ask for
+     * (sentence-transformers modules.json + 1_Pooling/config.json, GGUF
+     * <arch>.pooling_type): enum vkpt_pooling / enum vkpt_normalize
+     * (vkpt/embed.h), 0 when the files do not say. */
+    int pooling;
+    int normalize;
 } vkpt_model_info;
 
 /* Load `path` (a .gguf file or a folder with config.json + safetensors) onto

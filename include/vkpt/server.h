@@ -17,6 +17,7 @@
 #ifndef VKPT_SERVER_H
 #define VKPT_SERVER_H
 
+#include "vkpt/embed.h"
 #include "vkpt/engine.h"
 
 #ifdef __cplusplus
@@ -67,6 +68,13 @@ typedef struct vkpt_server_model_opts {
  * VKPT_EEXISTS when a name is taken; VKPT_EPARSE for a bad chat template. */
 int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
                           const vkpt_server_model_opts *opts);
+
+/* Serve an embedding model's `embedder` under `id` for POST /v1/embeddings
+ * (its chat and completion routes answer 400). Same rules as add_model;
+ * opts.chat_template and system_prompt are ignored, n_ctx is the
+ * embedder's longest input. The embedder must outlive the server. */
+int vkpt_server_add_embedder(vkpt_server *s, const char *id, vkpt_embedder *embedder,
+                             const vkpt_server_model_opts *opts);
 
 /* Bind and listen, then start the loop thread. Fails (and nothing runs) with
  * VKPT_EIO and the reason when the address cannot be bound. */

@@ -116,6 +116,26 @@ VKPT_PC_STRUCT(vkpt_pc_logits, VKPT_PC_LOGITS)
 /* clang-format on */
 /* --- end norm ... logits --- */
 
+/* --- encoders: pooling, encoder attention (k_pool.c, k_encattn.c) --- */
+/* clang-format off */
+/* one pooled vector per sequence record {start row, len, mode, dims} at seq_off;
+ * rows of x at x_off + r*x_stride, outputs at o_off + s*o_stride */
+#define VKPT_PC_POOL(F) \
+    F(u32, n_seqs) F(u32, seq_off) F(u32, x_off) F(u32, x_stride) F(u32, o_off) F(u32, o_stride)
+VKPT_PC_STRUCT(vkpt_pc_pool, VKPT_PC_POOL)
+/* non-causal f32 attention over packed sequences: work items {start, len, t0};
+ * q/k/v rows at *_off + r*stride (vec4 units), out rows o_stride apart */
+#define VKPT_PC_ATTN_ENC(F) \
+    F(u32, n_items) F(u32, n_head) F(u32, n_kv_head) F(u32, q_off) F(u32, q_stride) \
+    F(u32, k_off) F(u32, k_stride) F(u32, v_off) F(u32, v_stride) F(u32, o_off) \
+    F(u32, o_stride) F(f32, scale)
+VKPT_PC_STRUCT(vkpt_pc_attn_enc, VKPT_PC_ATTN_ENC)
+#define VKPT_PC_ENC(X) \
+    X(vkpt_pc_pool, VKPT_PC_POOL) \
+    X(vkpt_pc_attn_enc, VKPT_PC_ATTN_ENC)
+/* clang-format on */
+/* --- end encoders --- */
+
 /* Every block, for the C-vs-SPIR-V layout test. */
 #define VKPT_PC_ALL(X)                      \
     X(vkpt_pc_membench, VKPT_PC_MEMBENCH)   \
@@ -123,6 +143,7 @@ VKPT_PC_STRUCT(vkpt_pc_logits, VKPT_PC_LOGITS)
     X(vkpt_pc_mm, VKPT_PC_MM)               \
     X(vkpt_pc_get_rows, VKPT_PC_GET_ROWS)   \
     X(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT) \
-    VKPT_PC_OPS(X)
+    VKPT_PC_OPS(X)                          \
+    VKPT_PC_ENC(X)
 
 #endif
