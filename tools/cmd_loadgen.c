@@ -7,7 +7,8 @@
  * vLLM/vkpt extension; servers without it may stop early, which the report
  * shows in the measured output length). Prompts are calibrated against the
  * server's own usage.prompt_tokens to --input-tokens, and each request gets
- * a distinct first line so prefix caching does not flatter the numbers.
+ * a distinct first line (a per-run number and a sequence number) so prefix
+ * caching does not flatter the numbers.
  *
  * One libuv loop, one keep-alive connection per concurrent stream,
  * http-parser for responses, SSE parsed incrementally. */
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <uv.h>
 
 static void usage(FILE *f)
@@ -76,7 +78,7 @@ typedef struct lg_result {
     bool ok;
     int status;
     double ttft_s, tpot_s, e2e_s;
-    uint32_t prompt_tokens, completion_tokens, chunks;
+    uint32_t prompt_tokens, completion_tokens, cached_tokens, chunks;
     char err[160];
 } lg_result;
 
@@ -118,6 +120,7 @@ struct lg {
     char *prompt_body; /* filler text; each request prepends its number */
     uint32_t output_tokens;
     uint64_t last_done_ns;
+    uint32_t nonce; /* per run, so a server's prefix cache from an earlier run cannot help */
 };
 
 static void conn_send(lg_conn *c);
@@ -195,8 +198,11 @@ static void sse_data(lg_conn *c, const char *d, size_t n)
     if (cJSON_IsObject(u)) {
         cJSON *pt = cJSON_GetObjectItem(u, "prompt_tokens");
         cJSON *ct = cJSON_GetObjectItem(u, "completion_tokens");
+        cJSON *cached =
+            cJSON_GetObjectItem(cJSON_GetObjectItem(u, "prompt_tokens_details"), "cached_tokens");
         if (cJSON_IsNumber(pt)) c->r.prompt_tokens = (uint32_t)pt->valuedouble;
         if (cJSON_IsNumber(ct)) c->r.completion_tokens = (uint32_t)ct->valuedouble;
+        if (cJSON_IsNumber(cached)) c->r.cached_tokens = (uint32_t)cached->valuedouble;
     }
     cJSON_Delete(j);
 }
@@ -401,7 +407,8 @@ static char *gen_json(lg *g, uint64_t seq, bool stream, uint32_t max_tokens)
     cJSON *o = cJSON_CreateObject();
     if (g->model) cJSON_AddStringToObject(o, "model", g->model);
     char line[48];
-    snprintf(line, sizeof line, "Request %06llu.\n", (unsigned long long)(seq % 1000000));
+    snprintf(line, sizeof line, "Request %06u-%06llu.\n", g->nonce,
+             (unsigned long long)(seq % 1000000));
     size_t n = strlen(line) + strlen(g->prompt_body) + 1;
     char *text = malloc(n);
     snprintf(text, n, "%s%s", line, g->prompt_body);
@@ -526,7 +533,7 @@ typedef struct lg_level {
     uint32_t concurrency;
     size_t requests, errors;
     double wall_s, req_s, out_tok_s, total_tok_s;
-    double mean_in, mean_out;
+    double mean_in, mean_out, mean_cached;
     double ttft[3], tpot[3]; /* p50 p90 p99, seconds */
     char first_error[160];
 } lg_level;
@@ -560,7 +567,7 @@ static void run_level(lg *g, uint32_t conc, double duration_s, lg_level *out)
     double *ttft = malloc((g->n_results + 1) * sizeof(double));
     double *tpot = malloc((g->n_results + 1) * sizeof(double));
     size_t n_ok = 0, n_tpot = 0;
-    uint64_t in = 0, outt = 0;
+    uint64_t in = 0, outt = 0, cached = 0;
     for (size_t i = 0; i < g->n_results; i++) {
         lg_result *r = &g->results[i];
         if (!r->ok) {
@@ -571,6 +578,7 @@ static void run_level(lg *g, uint32_t conc, double duration_s, lg_level *out)
         if (r->completion_tokens > 1) tpot[n_tpot++] = r->tpot_s;
         in += r->prompt_tokens;
         outt += r->completion_tokens;
+        cached += r->cached_tokens;
     }
     qsort(ttft, n_ok, sizeof *ttft, cmp_double);
     qsort(tpot, n_tpot, sizeof *tpot, cmp_double);
@@ -586,6 +594,7 @@ static void run_level(lg *g, uint32_t conc, double duration_s, lg_level *out)
     out->total_tok_s = wall > 0 ? (in + outt) / wall : 0;
     out->mean_in = n_ok ? (double)in / n_ok : 0;
     out->mean_out = n_ok ? (double)outt / n_ok : 0;
+    out->mean_cached = n_ok ? (double)cached / n_ok : 0;
     for (uint32_t i = 0; i < conc; i++) {
         free(g->conns[i].req.p);
         free(g->conns[i].body.p);
@@ -801,6 +810,7 @@ int cmd_loadgen(int argc, char **argv)
         return 2;
     }
     g.api_key = key;
+    g.nonce = (uint32_t)((uv_hrtime() / 1000) ^ (uint64_t)getpid() * 7919u) % 1000000;
     g.chat = !strcmp(api, "chat");
     g.temperature = temperature;
     g.output_tokens = (uint32_t)out_tokens;
@@ -854,6 +864,7 @@ int cmd_loadgen(int argc, char **argv)
             cJSON_AddNumberToObject(x, "total_tokens_per_s", l->total_tok_s);
             cJSON_AddNumberToObject(x, "mean_input_tokens", l->mean_in);
             cJSON_AddNumberToObject(x, "mean_output_tokens", l->mean_out);
+            cJSON_AddNumberToObject(x, "mean_cached_prompt_tokens", l->mean_cached);
             const char *names[3] = {"p50", "p90", "p99"};
             cJSON *tt = cJSON_AddObjectToObject(x, "ttft_ms");
             cJSON *tp = cJSON_AddObjectToObject(x, "tpot_ms");
