@@ -10,6 +10,7 @@
 
 #include "vkpt/engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -360,6 +361,72 @@ static void engine_prefix_cache_reuses_prompt_blocks(void **state)
     free(ref);
 }
 
+static void on_event_counting(const vkpt_gen_event *ev, void *ud)
+{
+    (void)ev;
+    (void)ud;
+}
+
+/* Three engines flooded on one device under an arbiter with weights 1:2:4
+ * process tokens in that ratio (within 10%) while all three have work. */
+static void engine_arbiter_shares_device_by_weight(void **state)
+{
+    (void)state;
+    static const double w[3] = {1, 2, 4};
+    vkpt_arbiter *arb;
+    assert_int_equal(vkpt_arbiter_create(&arb), 0);
+    vkpt_engine *e[3];
+    enum { PER = 12 };
+    vkpt_request *rq[3][4 * PER];
+    int n_req[3];
+    for (int i = 0; i < 3; i++) {
+        /* batches big enough that device time dominates each engine's host
+         * time: a work-conserving share cannot exceed what an engine can
+         * consume alone */
+        vkpt_engine_opts eo = {
+            .n_ctx = 128, .max_seqs = 48, .kv_tokens = 48 * 128, .arbiter = arb, .weight = w[i]};
+        assert_int_equal(vkpt_engine_create(g_model, &eo, &e[i]), 0);
+    }
+    /* work in proportion to the weight, so no engine runs dry early */
+    for (int i = 0; i < 3; i++) {
+        n_req[i] = PER * (int)w[i];
+        for (int k = 0; k < n_req[i]; k++) {
+            vkpt_gen_params gp = greedy_params(110);
+            assert_int_equal(
+                vkpt_engine_submit(e[i], k_prompt, 5, &gp, on_event_counting, NULL, &rq[i][k]), 0);
+        }
+    }
+    /* sample token counts until the first engine drains */
+    enum { MAXS = 4000 };
+    static double tok[MAXS][3];
+    int ns = 0;
+    for (; ns < MAXS; ns++) {
+        usleep(50000);
+        bool drained = false;
+        for (int i = 0; i < 3; i++) {
+            vkpt_engine_stats st;
+            vkpt_engine_get_stats(e[i], &st);
+            tok[ns][i] = (double)(st.prompt_tokens + st.generated_tokens);
+            if (st.requests_done == (uint64_t)n_req[i]) drained = true;
+        }
+        if (drained) break;
+    }
+    assert_true(ns > 20);
+    /* the middle of the run: after start-up, before anyone drains */
+    int a = ns / 5, b = ns * 4 / 5;
+    double d[3];
+    for (int i = 0; i < 3; i++) d[i] = tok[b][i] - tok[a][i];
+    fprintf(stderr, "# arbiter: tokens in the window %.0f : %.0f : %.0f = 1 : %.3f : %.3f\n", d[0],
+            d[1], d[2], d[1] / d[0], d[2] / d[0]);
+    assert_true(fabs(d[1] / d[0] / 2 - 1) < 0.10);
+    assert_true(fabs(d[2] / d[0] / 4 - 1) < 0.10);
+    for (int i = 0; i < 3; i++) {
+        for (int k = 0; k < n_req[i]; k++) vkpt_request_release(rq[i][k]);
+        vkpt_engine_destroy(e[i]);
+    }
+    vkpt_arbiter_destroy(arb);
+}
+
 #define T(fn) cmocka_unit_test_teardown(fn, vkpt_test_check_validation)
 int main(void)
 {
@@ -371,6 +438,7 @@ int main(void)
         T(engine_refuses_bad_requests),
         T(engine_stop_ids_finish_with_stop),
         T(engine_prefix_cache_reuses_prompt_blocks),
+        T(engine_arbiter_shares_device_by_weight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

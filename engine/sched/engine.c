@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include "vkpt/engine.h"
 
+#include "arbiter.h"
 #include "vkpt/runner.h"
 
 #include <pthread.h>
@@ -62,6 +63,7 @@ struct vkpt_engine {
     vkpt_runner *r;
     const vkpt_tokenizer *tok;
     vkpt_engine_opts o;
+    int arb_id; /* member id under o.arbiter */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t lock;
@@ -549,8 +551,11 @@ static int engine_step(vkpt_engine *e)
         return 0;
     }
 
-    uint32_t n_out = 0;
+    uint32_t n_out = 0, step_tokens = 0;
+    for (uint32_t b = 0; b < nb; b++) step_tokens += e->batch[b].n_tokens;
+    if (e->o.arbiter) vkpt__arbiter_acquire(e->o.arbiter, e->arb_id);
     int err = vkpt_runner_step(e->r, e->batch, nb, e->outs, rs.max_seqs, &n_out);
+    if (e->o.arbiter) vkpt__arbiter_release(e->o.arbiter, e->arb_id, step_tokens);
     if (err) return err; /* planning counted blocks: EFULL here would be a bug */
     uint32_t n_tok = 0;
     for (uint32_t b = 0; b < nb; b++) n_tok += e->batch[b].n_tokens;
@@ -641,6 +646,12 @@ static void *engine_main(void *arg)
     vkpt_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->lock);
+        if (!e->stopping && !e->incoming && !e->n_running && !e->waiting && e->o.arbiter) {
+            /* out of work: no turns are held for us meanwhile */
+            pthread_mutex_unlock(&e->lock);
+            vkpt__arbiter_idle(e->o.arbiter, e->arb_id);
+            pthread_mutex_lock(&e->lock);
+        }
         while (!e->stopping && !e->incoming && !e->n_running && !e->waiting)
             pthread_cond_wait(&e->cond, &e->lock);
         bool stop = e->stopping;
@@ -692,6 +703,7 @@ void vkpt_engine_destroy(vkpt_engine *e)
         finish_request(e, rq, VKPT_FINISH_CANCELED, 0);
     }
     vkpt_runner_destroy(e->r);
+    if (e->o.arbiter && e->arb_id >= 0) vkpt__arbiter_leave(e->o.arbiter, e->arb_id);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
     vkpt_free(e->running);
@@ -712,6 +724,7 @@ int vkpt_engine_create(vkpt_model *m, const vkpt_engine_opts *opts, vkpt_engine 
     e->m = m;
     e->tok = vkpt_model_tokenizer(m);
     if (opts) e->o = *opts;
+    e->arb_id = -1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     e->incoming_tail = &e->incoming;
@@ -732,6 +745,13 @@ int vkpt_engine_create(vkpt_model *m, const vkpt_engine_opts *opts, vkpt_engine 
                            .batch_invariant = e->o.batch_invariant,
                            .max_edits_per_row = edits_row};
     int err = vkpt_runner_create(m, &ro, &e->r);
+    if (!err && e->o.arbiter) {
+        int id = vkpt__arbiter_join(e->o.arbiter, e->o.weight);
+        if (id < 0)
+            err = id;
+        else
+            e->arb_id = id;
+    }
     if (!err) {
         e->running = vkpt_calloc(seqs, sizeof *e->running);
         e->batch = vkpt_calloc(seqs, sizeof *e->batch);
@@ -758,6 +778,12 @@ int vkpt_engine_create(vkpt_model *m, const vkpt_engine_opts *opts, vkpt_engine 
     }
     *out = e;
     return 0;
+}
+
+void vkpt_engine_set_weight(vkpt_engine *e, double weight)
+{
+    if (e && e->o.arbiter && e->arb_id >= 0)
+        vkpt__arbiter_set_weight(e->o.arbiter, e->arb_id, weight);
 }
 
 const vkpt_model *vkpt_engine_model(const vkpt_engine *e)

@@ -25,6 +25,16 @@ extern "C" {
 typedef struct vkpt_engine vkpt_engine;
 typedef struct vkpt_request vkpt_request;
 
+/* A device arbiter shares one device between engines in proportion to their
+ * weights, counted in tokens processed (input + output): with every engine
+ * busy, engine i gets weight_i / sum(weights) of the device's token
+ * throughput; an engine with little load is served at once. Engines on the
+ * same device and queue should share one arbiter. Destroy it after the
+ * engines that use it. */
+typedef struct vkpt_arbiter vkpt_arbiter;
+int vkpt_arbiter_create(vkpt_arbiter **out);
+void vkpt_arbiter_destroy(vkpt_arbiter *a);
+
 typedef struct vkpt_engine_opts {
     uint32_t n_ctx;           /* max tokens per sequence (0: model's, capped at 4096) */
     uint32_t max_seqs;        /* sequences decoding at once (0: 64) */
@@ -32,7 +42,9 @@ typedef struct vkpt_engine_opts {
     uint32_t kv_tokens; /* KV-cache capacity in tokens (0: n_ctx * max_seqs / 2, at least n_ctx) */
     uint32_t queue;     /* device compute queue */
     bool no_prefix_cache;
-    bool batch_invariant; /* results independent of batching (default on in vkpt serve) */
+    bool batch_invariant;  /* results independent of batching (default on in vkpt serve) */
+    vkpt_arbiter *arbiter; /* shared with other engines on the device, or NULL */
+    double weight;         /* share under the arbiter (> 0; provisioned tokens/s) */
 } vkpt_engine_opts;
 
 /* Create the engine over a loaded model and start its thread. The model
@@ -42,6 +54,8 @@ int vkpt_engine_create(vkpt_model *m, const vkpt_engine_opts *opts, vkpt_engine 
  * VKPT_FINISH_CANCELED first. */
 void vkpt_engine_destroy(vkpt_engine *e);
 const vkpt_model *vkpt_engine_model(const vkpt_engine *e);
+/* Change the engine's share under its arbiter (e.g. after a config update). */
+void vkpt_engine_set_weight(vkpt_engine *e, double weight);
 
 #define VKPT_MAX_CHOICES      5
 #define VKPT_MAX_TOP_LOGPROBS 20
