@@ -92,7 +92,7 @@ head -c 70000 /dev/zero | tr '\0' 'a' >"$work/big"
 expect "body too large" 413 request_too_large "${comp[@]}" --data-binary "@$work/big"
 expect "chunked body too large" 413 request_too_large "${comp[@]}" -H 'Transfer-Encoding: chunked' \
     --data-binary "@$work/big"
-expect "unknown route" 404 not_found "$url/v1/embeddings"
+expect "unknown route" 404 not_found "$url/v1/audio/speech"
 expect "wrong method" 405 method_not_allowed -X DELETE "$url/v1/models"
 expect "token id outside the vocabulary" 400 invalid_value "${comp[@]}" -d '{"prompt":[1,99999]}'
 
