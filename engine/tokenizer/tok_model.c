@@ -20,45 +20,42 @@
 
 #include <stdlib.h>
 
-typedef struct vkpt__heap_ent {
-    uint64_t key; /* (rank or inverted score) << 32 | left position */
-    uint32_t left, right;
-    int32_t lid, rid, nid;
-    uint32_t size; /* SPM: bytes of the merged symbol */
-} heap_ent;
-
-static int heap_push(vkpt__model_scratch *s, heap_ent e)
+/* Candidate merges are only their key, (rank or inverted score) << 32 |
+ * left position: small entries keep the heap in cache. A popped key is
+ * checked against the pair now at that position (same rank, or same score
+ * for SentencePiece) and dropped when stale; a pair that looks the same
+ * has its own entry with the same key, so merging it now changes nothing. */
+static int heap_push(vkpt__model_scratch *s, uint64_t key)
 {
     if (s->heap_n == s->heap_cap) {
         size_t cap = s->heap_cap ? s->heap_cap * 2 : 256;
-        heap_ent *h = vkpt_realloc(s->heap, cap * sizeof *h);
+        uint64_t *h = vkpt_realloc(s->heap, cap * sizeof *h);
         if (!h) return vkpt_fail(VKPT_ENOMEM, "BPE heap of %zu", cap);
         s->heap = h;
         s->heap_cap = cap;
     }
     size_t i = s->heap_n++;
-    heap_ent *h = s->heap;
+    uint64_t *h = s->heap;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (h[p].key <= e.key) break;
+        if (h[p] <= key) break;
         h[i] = h[p];
         i = p;
     }
-    h[i] = e;
+    h[i] = key;
     return 0;
 }
 
-static heap_ent heap_pop(vkpt__model_scratch *s)
+static uint64_t heap_pop(vkpt__model_scratch *s)
 {
-    heap_ent *h = s->heap;
-    heap_ent top = h[0];
-    heap_ent last = h[--s->heap_n];
+    uint64_t *h = s->heap;
+    uint64_t top = h[0], last = h[--s->heap_n];
     size_t n = s->heap_n, i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n) break;
-        if (c + 1 < n && h[c + 1].key < h[c].key) c++;
-        if (h[c].key >= last.key) break;
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[c] >= last) break;
         h[i] = h[c];
         i = c;
     }
@@ -129,13 +126,7 @@ static int bpe_try_pair(const vkpt_tokenizer *t, vkpt__model_scratch *s, int32_t
     if (l < 0 || r < 0) return 0;
     const vkpt__merge *m = vkpt__merge_get(t, s->id[l], s->id[r]);
     if (!m) return 0;
-    heap_ent e = {.key = (uint64_t)m->rank << 32 | (uint32_t)l,
-                  .left = (uint32_t)l,
-                  .right = (uint32_t)r,
-                  .lid = s->id[l],
-                  .rid = s->id[r],
-                  .nid = m->id};
-    return heap_push(s, e);
+    return heap_push(s, (uint64_t)m->rank << 32 | (uint32_t)l);
 }
 
 /* Initial symbols of a non-byte-level word: one per character, with the
@@ -239,10 +230,12 @@ static int bpe_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char 
     for (size_t i = 0; i + 1 < ns; i++)
         if ((err = bpe_try_pair(t, s, (int32_t)i, (int32_t)i + 1))) return err;
     while (s->heap_n) {
-        heap_ent e = heap_pop(s);
-        int32_t l = (int32_t)e.left, r = (int32_t)e.right;
-        if (s->id[l] != e.lid || s->next[l] != r || s->id[r] != e.rid) continue;
-        s->id[l] = e.nid;
+        uint64_t key = heap_pop(s);
+        int32_t l = (int32_t)(uint32_t)key, r = s->id[l] >= 0 ? s->next[l] : -1;
+        if (r < 0) continue;
+        const vkpt__merge *m = vkpt__merge_get(t, s->id[l], s->id[r]);
+        if (!m || m->rank != (uint32_t)(key >> 32)) continue;
+        s->id[l] = m->id;
         s->id[r] = -1;
         s->next[l] = s->next[r];
         if (s->next[r] >= 0) s->prev[s->next[r]] = l;
@@ -271,11 +264,7 @@ static int spm_try_pair(const vkpt_tokenizer *t, vkpt__model_scratch *s, const c
     uint32_t size = s->len[l] + s->len[r];
     int32_t id = vkpt__vocab_get(t, p + s->pos[l], size);
     if (id < 0) return 0;
-    heap_ent e = {.key = (uint64_t)score_key(t->scores ? t->scores[id] : 0.0f) << 32 | (uint32_t)l,
-                  .left = (uint32_t)l,
-                  .right = (uint32_t)r,
-                  .size = size};
-    return heap_push(s, e);
+    return heap_push(s, (uint64_t)score_key(t->scores ? t->scores[id] : 0.0f) << 32 | (uint32_t)l);
 }
 
 static int spm_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char *p, size_t n,
@@ -299,9 +288,12 @@ static int spm_word(const vkpt_tokenizer *t, vkpt__model_scratch *s, const char 
     for (size_t i = 1; i < ns; i++)
         if ((err = spm_try_pair(t, s, p, (int32_t)i - 1, (int32_t)i))) return err;
     while (s->heap_n) {
-        heap_ent e = heap_pop(s);
-        int32_t l = (int32_t)e.left, r = (int32_t)e.right;
-        if (!s->len[l] || !s->len[r] || s->len[l] + s->len[r] != e.size) continue;
+        uint64_t key = heap_pop(s);
+        int32_t l = (int32_t)(uint32_t)key, r = s->len[l] ? s->next[l] : -1;
+        if (r < 0) continue;
+        int32_t id = vkpt__vocab_get(t, p + s->pos[l], s->len[l] + s->len[r]);
+        if (id < 0 || score_key(t->scores ? t->scores[id] : 0.0f) != (uint32_t)(key >> 32))
+            continue;
         s->len[l] += s->len[r];
         s->len[r] = 0;
         s->next[l] = s->next[r];

@@ -20,7 +20,7 @@ typedef struct vkpt__model_scratch {
     uint32_t *len; /* SPM: bytes covered by a symbol */
     uint32_t *pos; /* SPM: byte offset of a symbol */
     size_t cap;
-    struct vkpt__heap_ent *heap;
+    uint64_t *heap; /* candidate merges (tok_model.c) */
     size_t heap_n, heap_cap;
     vkpt__buf tmp;
     vkpt__wcache_ent *cache; /* NULL for short inputs */
