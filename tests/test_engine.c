@@ -313,6 +313,40 @@ static void engine_stop_ids_finish_with_stop(void **state)
     vkpt_engine_destroy(e);
 }
 
+/* Stopping one choice leaves the others running to their length. */
+static void engine_cancel_one_choice(void **state)
+{
+    (void)state;
+    vkpt_engine *e;
+    vkpt_engine_opts eo = {.n_ctx = 256, .max_seqs = 4};
+    assert_int_equal(vkpt_engine_create(g_model, &eo, &e), 0);
+    assert_int_equal(vkpt_engine_n_ctx(e), 256);
+    collect *c = collect_new();
+    vkpt_gen_params gp = greedy_params(120);
+    gp.n = 2;
+    vkpt_request *rq;
+    assert_int_equal(vkpt_engine_submit(e, k_prompt, 5, &gp, on_event, c, &rq), 0);
+    for (int i = 0; i < 4000; i++) {
+        pthread_mutex_lock(&c->lock);
+        uint32_t n = c->n[1];
+        pthread_mutex_unlock(&c->lock);
+        if (n >= 3) break;
+        usleep(1000);
+    }
+    vkpt_request_cancel_choice(rq, 1);
+    collect_wait(c);
+    assert_int_equal(c->last.finish[0], VKPT_FINISH_LENGTH);
+    assert_int_equal(c->n[0], 120);
+    assert_int_equal(c->last.finish[1], VKPT_FINISH_STOP);
+    assert_true(c->n[1] < 120);
+    vkpt_engine_stats st;
+    vkpt_engine_get_stats(e, &st);
+    assert_int_equal(st.kv_blocks_used, 0);
+    vkpt_request_release(rq);
+    collect_free(c);
+    vkpt_engine_destroy(e);
+}
+
 /* A repeated prompt reuses its full blocks from the prefix cache and gives
  * the same output; a prompt sharing only a prefix reuses that much. */
 static void engine_prefix_cache_reuses_prompt_blocks(void **state)
@@ -438,6 +472,7 @@ int main(void)
         T(engine_refuses_bad_requests),
         T(engine_stop_ids_finish_with_stop),
         T(engine_prefix_cache_reuses_prompt_blocks),
+        T(engine_cancel_one_choice),
         T(engine_arbiter_shares_device_by_weight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,26 +1,12 @@
 #include "vk_fixture.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The Vulkan loader unloads drivers and layers at vkDestroyInstance; what
- * they keep for the process's life then shows up in LeakSanitizer reports as
- * "<unknown module>", which no suppression can name. Holding our own
- * reference keeps them mapped, so tests/lsan.supp matches them by name. */
-static void pin_vulkan_libraries(void)
-{
-    static const char *libs[] = {"libvulkan_lvp.so", "libVkLayer_khronos_validation.so"};
-    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++)
-        dlopen(libs[i], RTLD_LAZY | RTLD_LOCAL | RTLD_NODELETE);
-}
-
 int vkpt_test_gpu_setup(void **state)
 {
-    const char *san = getenv("VKPT_SANITIZE_BUILD");
-    if (san && *san == '1') pin_vulkan_libraries();
     vkpt_test_gpu *g = calloc(1, sizeof *g);
     const char *nv = getenv("VKPT_TEST_NO_VALIDATE");
     vkpt_instance_opts io = {.validate = nv && *nv && strcmp(nv, "0") ? 0 : 1};

@@ -16,9 +16,9 @@
 
 typedef struct seq_state {
     bool open;
-    uint32_t len;      /* tokens in the cache */
-    uint32_t n_blocks; /* blocks held */
-    uint32_t *blocks;  /* [max_blocks_seq] */
+    uint32_t len;          /* tokens in the cache */
+    uint32_t n_blocks;     /* blocks held */
+    uint32_t *blocks;      /* [max_blocks_seq] */
     uint32_t n_registered; /* leading blocks offered to the prefix cache */
 } seq_state;
 
@@ -32,7 +32,7 @@ struct vkpt_runner {
     uint32_t max_blocks_seq; /* ceil(n_ctx / 16) */
     uint32_t adj_cap;        /* logit edits per step */
     vkpt_kvpool pool;
-    vkpt_prefix pc; /* every block reference change goes through it */
+    vkpt_prefix pc;    /* every block reference change goes through it */
     vkpt_buf *kc, *vc; /* [n_layer] */
     seq_state *seqs;
     uint32_t *seq_blocks; /* backing store of every seq's block list */

@@ -43,6 +43,7 @@ typedef struct choice {
 struct vkpt_request {
     atomic_int refs; /* submitter + engine */
     atomic_bool cancel;
+    atomic_uint cancel_choices; /* bit c: stop choice c */
     vkpt_engine *e;
     int32_t *prompt;
     uint32_t n_prompt;
@@ -109,6 +110,11 @@ void vkpt_request_cancel(vkpt_request *rq)
     if (rq) atomic_store(&rq->cancel, true);
 }
 
+void vkpt_request_cancel_choice(vkpt_request *rq, uint32_t idx)
+{
+    if (rq && idx < VKPT_MAX_CHOICES) atomic_fetch_or(&rq->cancel_choices, 1u << idx);
+}
+
 void vkpt_request_release(vkpt_request *rq)
 {
     if (!rq) return;
@@ -155,6 +161,7 @@ int vkpt_engine_submit(vkpt_engine *e, const int32_t *prompt, uint32_t n_prompt,
     if (!rq) return vkpt_fail(VKPT_ENOMEM, "request");
     atomic_init(&rq->refs, 2);
     atomic_init(&rq->cancel, false);
+    atomic_init(&rq->cancel_choices, 0);
     rq->e = e;
     rq->p = *p;
     rq->cb = cb;
@@ -379,9 +386,28 @@ static int engine_step(vkpt_engine *e)
     vkpt_runner_get_stats(e->r, &rs);
     uint32_t budget = rs.max_step_tokens, nb = 0, edits_used = 0;
 
-    /* cancellations */
+    /* cancellations: whole requests, and single choices (a stop string) */
+    for (uint32_t i = 0; i < e->n_running; i++) {
+        vkpt_request *rq = e->running[i];
+        unsigned cc = atomic_load(&rq->cancel_choices);
+        if (!rq->forked) continue; /* choice 0 still prefills the shared prompt: later */
+        for (uint32_t c = 0; cc && c < rq->p.n; c++)
+            if ((cc >> c & 1) && !rq->ch[c].finish) {
+                rq->ch[c].finish = VKPT_FINISH_STOP;
+                /* after the fork nothing reads another choice's blocks */
+                if (rq->forked && rq->ch[c].seq >= 0) {
+                    vkpt_runner_seq_close(e->r, rq->ch[c].seq);
+                    rq->ch[c].seq = -1;
+                }
+            }
+    }
     for (uint32_t i = 0; i < e->n_running;) {
         vkpt_request *rq = e->running[i];
+        if (!atomic_load(&rq->cancel) && all_finished(rq)) {
+            remove_running(e, i);
+            finish_request(e, rq, VKPT_FINISH_NONE, 0);
+            continue;
+        }
         if (atomic_load(&rq->cancel)) {
             remove_running(e, i);
             finish_request(e, rq, VKPT_FINISH_CANCELED, 0);
@@ -784,6 +810,13 @@ void vkpt_engine_set_weight(vkpt_engine *e, double weight)
 {
     if (e && e->o.arbiter && e->arb_id >= 0)
         vkpt__arbiter_set_weight(e->o.arbiter, e->arb_id, weight);
+}
+
+uint32_t vkpt_engine_n_ctx(const vkpt_engine *e)
+{
+    vkpt_runner_stats rs;
+    vkpt_runner_get_stats(e->r, &rs);
+    return rs.n_ctx;
 }
 
 const vkpt_model *vkpt_engine_model(const vkpt_engine *e)

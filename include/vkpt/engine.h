@@ -54,6 +54,8 @@ int vkpt_engine_create(vkpt_model *m, const vkpt_engine_opts *opts, vkpt_engine 
  * VKPT_FINISH_CANCELED first. */
 void vkpt_engine_destroy(vkpt_engine *e);
 const vkpt_model *vkpt_engine_model(const vkpt_engine *e);
+/* The context length the engine serves: prompt + max_tokens must fit it. */
+uint32_t vkpt_engine_n_ctx(const vkpt_engine *e);
 /* Change the engine's share under its arbiter (e.g. after a config update). */
 void vkpt_engine_set_weight(vkpt_engine *e, double weight);
 
@@ -111,6 +113,10 @@ int vkpt_engine_submit(vkpt_engine *e, const int32_t *prompt, uint32_t n_prompt,
                        const vkpt_gen_params *p, vkpt_gen_cb cb, void *ud, vkpt_request **out);
 /* Ask the engine to stop this request (thread-safe, idempotent). */
 void vkpt_request_cancel(vkpt_request *rq);
+/* Stop one choice only (e.g. it met a stop string); it finishes with
+ * VKPT_FINISH_STOP and its KV blocks are freed at the next step, while the
+ * other choices go on. Thread-safe, idempotent; choice >= n is ignored. */
+void vkpt_request_cancel_choice(vkpt_request *rq, uint32_t choice);
 /* The submitter is done with the handle: after its DONE event, or before to
  * give up (it is then canceled and freed by the engine). */
 void vkpt_request_release(vkpt_request *rq);
