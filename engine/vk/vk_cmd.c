@@ -18,10 +18,19 @@ enum { CMD_IDLE = 0, CMD_RECORDING = 1, CMD_SUBMITTED = 2 };
 
 int vkpt_cmd_init(vkpt_device *dev, uint32_t queue_index, vkpt_cmd *c)
 {
+    if (!dev || !dev->n_queues) {
+        memset(c, 0, sizeof *c);
+        return vkpt_fail(VKPT_EINVAL, "vkpt_cmd_init: no device");
+    }
+    return vkpt_cmd_init_on(dev, &dev->queues[queue_index % dev->n_queues], c);
+}
+
+int vkpt_cmd_init_on(vkpt_device *dev, vkpt_queue *q, vkpt_cmd *c)
+{
     memset(c, 0, sizeof *c);
-    if (!dev || !dev->n_queues) return vkpt_fail(VKPT_EINVAL, "vkpt_cmd_init: no device");
+    if (!dev || !q) return vkpt_fail(VKPT_EINVAL, "vkpt_cmd_init_on: no device or queue");
     c->dev = dev;
-    c->q = &dev->queues[queue_index % dev->n_queues];
+    c->q = q;
     VkCommandPoolCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                    .queueFamilyIndex = c->q->family};
     VkResult r = dev->vk.vkCreateCommandPool(dev->dev, &pci, NULL, &c->pool);

@@ -133,12 +133,27 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
     d->n_queues = nq;
     float prio[16];
     for (uint32_t i = 0; i < 16; i++) prio[i] = 1.0f;
-    VkDeviceQueueCreateInfo qci = {
+    VkDeviceQueueCreateInfo qci[2] = {{
         .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
         .queueFamilyIndex = (uint32_t)fam,
         .queueCount = nq,
         .pQueuePriorities = prio,
-    };
+    }};
+    uint32_t n_qci = 1;
+    const char *nx = getenv("VKPT_NO_TRANSFER_QUEUE");
+    for (uint32_t i = 0; i < caps->n_queue_families && !(nx && *nx && strcmp(nx, "0")); i++) {
+        const vkpt_queue_family_info *q = &caps->queue_families[i];
+        if (q->transfer && !q->compute && !q->graphics && q->count) {
+            d->has_xfer = true;
+            d->xfer.family = i;
+            qci[n_qci++] =
+                (VkDeviceQueueCreateInfo){.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                          .queueFamilyIndex = i,
+                                          .queueCount = 1,
+                                          .pQueuePriorities = prio};
+            break;
+        }
+    }
 
     /* features: enable what caps says exists and vkpt uses */
     VkPhysicalDeviceVulkan11Features f11 = {
@@ -224,8 +239,8 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
     VkDeviceCreateInfo dci = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
         .pNext = &f2,
-        .queueCreateInfoCount = 1,
-        .pQueueCreateInfos = &qci,
+        .queueCreateInfoCount = n_qci,
+        .pQueueCreateInfos = qci,
         .enabledExtensionCount = n_ext,
         .ppEnabledExtensionNames = exts,
     };
@@ -237,12 +252,14 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
     volkLoadDeviceTable(&d->vk, d->dev);
     vkGetPhysicalDeviceMemoryProperties(d->pd, &d->memprops);
 
-    for (uint32_t i = 0; i < nq; i++) {
-        vkpt_queue *q = &d->queues[i];
-        q->family = (uint32_t)fam;
-        q->index = i;
+    for (uint32_t i = 0; i < nq + d->has_xfer; i++) {
+        vkpt_queue *q = i < nq ? &d->queues[i] : &d->xfer;
+        if (i < nq) {
+            q->family = (uint32_t)fam;
+            q->index = i;
+        }
         pthread_mutex_init(&q->lock, NULL);
-        d->vk.vkGetDeviceQueue(d->dev, (uint32_t)fam, i, &q->q);
+        d->vk.vkGetDeviceQueue(d->dev, q->family, q->index, &q->q);
         VkSemaphoreTypeCreateInfo st = {.sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
                                         .semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE};
         VkSemaphoreCreateInfo sci = {.sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO,
@@ -259,9 +276,11 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
     bool disk = !(opts && opts->no_pipeline_cache) && !(nc && *nc && strcmp(nc, "0"));
     if ((err = vkpt__pipelines_init(d, disk))) goto fail;
     for (int i = 0; i < 2; i++)
-        if ((err = vkpt_cmd_init(d, 0, &d->staging_cmd[i]))) goto fail;
+        if ((err = vkpt_cmd_init_on(d, d->has_xfer ? &d->xfer : &d->queues[0], &d->staging_cmd[i])))
+            goto fail;
 
-    VKPT_LOGD("opened %s: %u compute queue(s) in family %d", d->caps.name, nq, fam);
+    VKPT_LOGD("opened %s: %u compute queue(s) in family %d%s", d->caps.name, nq, fam,
+              d->has_xfer ? ", a transfer queue for uploads" : "");
     *out = d;
     return 0;
 fail:
@@ -280,6 +299,10 @@ void vkpt_device_destroy(vkpt_device *d)
     for (uint32_t i = 0; i < d->n_queues; i++) {
         if (d->queues[i].timeline) d->vk.vkDestroySemaphore(d->dev, d->queues[i].timeline, NULL);
         pthread_mutex_destroy(&d->queues[i].lock);
+    }
+    if (d->has_xfer) {
+        if (d->xfer.timeline) d->vk.vkDestroySemaphore(d->dev, d->xfer.timeline, NULL);
+        pthread_mutex_destroy(&d->xfer.lock);
     }
     if (d->dev) d->vk.vkDestroyDevice(d->dev, NULL);
     pthread_mutex_destroy(&d->lock);

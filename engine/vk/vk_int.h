@@ -169,6 +169,8 @@ typedef struct vkpt_cmd {
 
 /* Queue `queue_index` (wrapped modulo the open compute queues). */
 int vkpt_cmd_init(vkpt_device *dev, uint32_t queue_index, vkpt_cmd *c);
+/* On a given queue of the device (compute or transfer). */
+int vkpt_cmd_init_on(vkpt_device *dev, vkpt_queue *q, vkpt_cmd *c);
 void vkpt_cmd_free(vkpt_cmd *c);
 /* Start recording; waits for the previous submission of c first. */
 int vkpt_cmd_begin(vkpt_cmd *c);
@@ -231,6 +233,11 @@ struct vkpt_device {
     uint32_t compute_family;
     uint32_t n_queues;
     vkpt_queue queues[16];
+    /* a queue of a dedicated transfer family (DMA engine) for the staging
+     * copies, when the device has one; buffers are then shared between the
+     * two families (VK_SHARING_MODE_CONCURRENT) */
+    bool has_xfer;
+    vkpt_queue xfer;
 
     /* memory */
     int mem_type[VKPT_MK_COUNT]; /* memory type index per kind */

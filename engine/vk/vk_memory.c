@@ -164,6 +164,13 @@ static int block_create(vkpt_device *dev, uint64_t size, int kind, bool dedicate
 
     VkBufferCreateInfo bci = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = size, .usage = k_usage};
+    uint32_t families[2] = {dev->compute_family, dev->xfer.family};
+    if (dev->has_xfer) {
+        /* copied by the transfer queue, used by the compute queues */
+        bci.sharingMode = VK_SHARING_MODE_CONCURRENT;
+        bci.queueFamilyIndexCount = 2;
+        bci.pQueueFamilyIndices = families;
+    }
     VkResult r = dev->vk.vkCreateBuffer(dev->dev, &bci, NULL, &b->buf);
     VkMemoryRequirements req = {0};
     if (r == VK_SUCCESS) {
