@@ -136,6 +136,47 @@ VKPT_PC_STRUCT(vkpt_pc_attn_enc, VKPT_PC_ATTN_ENC)
 /* clang-format on */
 /* --- end encoders --- */
 
+/* --- mixture of experts (engine/kernels/k_moe.c) ---
+ * route: n_rows rows of n_expert router logits at l_off (rows l_stride
+ * apart) -> k (expert id, weight) pairs per row at i_off / w_off; flags bit 0
+ * sigmoid (else softmax), bit 1 divide by the p-norm (norm_p) of the k
+ * weights; weights then times scale. */
+/* clang-format off */
+#define VKPT_PC_MOE_ROUTE(F) \
+    F(u32, n_rows) F(u32, n_expert) F(u32, k) F(u32, l_off) F(u32, l_stride) \
+    F(u32, i_off) F(u32, w_off) F(u32, flags) F(f32, norm_p) F(f32, scale)
+VKPT_PC_STRUCT(vkpt_pc_moe_route, VKPT_PC_MOE_ROUTE)
+/* sort: n_pairs expert ids at id_off -> slot_pair (sp_off), pair_slot
+ * (ps_off) and the tile list at tl_off (records from word tl_hdr), tiles of
+ * at most `tile` slots */
+#define VKPT_PC_MOE_SORT(F) \
+    F(u32, n_pairs) F(u32, n_expert) F(u32, tile) F(u32, id_off) F(u32, sp_off) \
+    F(u32, ps_off) F(u32, tl_off) F(u32, tl_hdr)
+VKPT_PC_STRUCT(vkpt_pc_moe_sort, VKPT_PC_MOE_SORT)
+/* expert matmul: y[y_off + s*y_stride + m] = W_e[m] . x[x_off + row(s)*K]
+ * for the slots s of tiles tile0 + workgroup y; W_e at byte w_off +
+ * (e - e0)*e_stride for bound experts e0 <= e < e0 + n_e, M rows of K;
+ * row(s) = s (x_k = 0) or slot_pair[sp_off + s] / x_k */
+#define VKPT_PC_MOE_MM(F) \
+    F(u32, K) F(u32, M) F(u32, w_off) F(u32, e_stride) F(u32, e0) F(u32, n_e) \
+    F(u32, x_off) F(u32, x_k) F(u32, y_off) F(u32, y_stride) F(u32, sp_off) \
+    F(u32, tl_off) F(u32, tl_hdr) F(u32, tile0)
+VKPT_PC_STRUCT(vkpt_pc_moe_mm, VKPT_PC_MOE_MM)
+/* combine: y (+)= sum_j wts * d[pair_slot] (+ gate * shared); flags bit 0
+ * accumulate into y, bit 1 add the shared expert, bit 2 without its gate */
+#define VKPT_PC_MOE_COMBINE(F) \
+    F(u32, n_rows) F(u32, n) F(u32, k) F(u32, y_off) F(u32, y_stride) F(u32, d_off) \
+    F(u32, d_stride) F(u32, w_off) F(u32, ps_off) F(u32, s_off) F(u32, s_stride) \
+    F(u32, g_off) F(u32, g_stride) F(u32, flags)
+VKPT_PC_STRUCT(vkpt_pc_moe_combine, VKPT_PC_MOE_COMBINE)
+#define VKPT_PC_MOE(X) \
+    X(vkpt_pc_moe_route, VKPT_PC_MOE_ROUTE) \
+    X(vkpt_pc_moe_sort, VKPT_PC_MOE_SORT) \
+    X(vkpt_pc_moe_mm, VKPT_PC_MOE_MM) \
+    X(vkpt_pc_moe_combine, VKPT_PC_MOE_COMBINE)
+/* clang-format on */
+/* --- end mixture of experts --- */
+
 /* Every block, for the C-vs-SPIR-V layout test. */
 #define VKPT_PC_ALL(X)                      \
     X(vkpt_pc_membench, VKPT_PC_MEMBENCH)   \
@@ -144,6 +185,7 @@ VKPT_PC_STRUCT(vkpt_pc_attn_enc, VKPT_PC_ATTN_ENC)
     X(vkpt_pc_get_rows, VKPT_PC_GET_ROWS)   \
     X(vkpt_pc_quant_act, VKPT_PC_QUANT_ACT) \
     VKPT_PC_OPS(X)                          \
+    VKPT_PC_MOE(X)                          \
     VKPT_PC_ENC(X)
 
 #endif
