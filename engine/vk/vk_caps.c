@@ -191,6 +191,7 @@ void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
     c->timeline_semaphore = f12.timelineSemaphore;
     c->buffer_device_address = f12.bufferDeviceAddress;
     c->vulkan_memory_model = f12.vulkanMemoryModel;
+    c->vulkan_memory_model_device_scope = f12.vulkanMemoryModelDeviceScope;
     c->maintenance4 = has_m4 && m4f.maintenance4;
     if (c->coopmat_khr) probe_coopmat_shapes(inst, pd, c);
 

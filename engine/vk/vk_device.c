@@ -168,6 +168,8 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
         .timelineSemaphore = VK_TRUE,
         /* cooperative-matrix SPIR-V declares the Vulkan memory model */
         .vulkanMemoryModel = caps->vulkan_memory_model,
+        /* once the model is on, shaders with device-scope barriers need this too */
+        .vulkanMemoryModelDeviceScope = caps->vulkan_memory_model_device_scope,
     };
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f12};

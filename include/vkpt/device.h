@@ -104,7 +104,8 @@ typedef struct vkpt_device_caps {
     bool timeline_semaphore;
     bool buffer_device_address;
     bool vulkan_memory_model; /* needed by cooperative-matrix shaders */
-    bool maintenance4;        /* LocalSizeId (spec-constant workgroup size in SPIR-V 1.6) */
+    bool vulkan_memory_model_device_scope;
+    bool maintenance4; /* LocalSizeId (spec-constant workgroup size in SPIR-V 1.6) */
     uint32_t n_coopmat_shapes;
     vkpt_coopmat_shape coopmat_shapes[VKPT_MAX_COOPMAT_SHAPES];
     uint32_t coopmat2_max_wg_size; /* workgroup-scope limit (NV2), 0 if none */
