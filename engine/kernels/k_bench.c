@@ -8,8 +8,13 @@
  * and repeated down the M rows, which the kernels cannot tell apart from a
  * real matrix. Times are host-measured over command buffers of several
  * calls separated by barriers (each call runs alone, as in a forward pass);
- * the best of `reps` is reported. */
+ * the best of `reps` is reported.
+ *
+ * Expert matmuls (moe_matvec, moe_prefill rows): MOE_EXPERTS experts of M/4
+ * rows each, MOE_K chosen per token; decode reads the 2 chosen experts'
+ * weights only, so its GB/s compares with the dense matvec's. */
 #include "k_matmul.h"
+#include "k_moe.h"
 #include "vkpt/bench.h"
 
 #include <math.h>
@@ -18,6 +23,8 @@
 
 #define DISTINCT_ROWS 64
 #define SAMPLE_ROWS   16
+#define MOE_EXPERTS   8
+#define MOE_K         2
 
 static const uint32_t k_bench_types[] = {VKPT_Q_F32,  VKPT_Q_F16,  VKPT_Q_BF16, VKPT_Q_Q8_0,
                                          VKPT_Q_Q6_K, VKPT_Q_Q5_K, VKPT_Q_Q5_0, VKPT_Q_Q5_1,
@@ -32,6 +39,8 @@ typedef struct bench {
     float *deq;  /* [DISTINCT_ROWS][K] dequantized distinct rows */
     float *x;    /* [n_tok][K] */
     vkpt_buf w, bx, by, bxq, bids;
+    /* experts: MOE_EXPERTS x (M / 4) rows from the same distinct rows */
+    vkpt_buf wm, sp, ps, tl, my;
 } bench;
 
 /* deterministic normal-ish numbers (sum of uniforms), no global state */
@@ -129,6 +138,11 @@ static void type_slug(uint32_t t, char *out, size_t cap)
 
 static void bench_release(bench *b)
 {
+    vkpt_buf_free(b->dev, &b->wm);
+    vkpt_buf_free(b->dev, &b->sp);
+    vkpt_buf_free(b->dev, &b->ps);
+    vkpt_buf_free(b->dev, &b->tl);
+    vkpt_buf_free(b->dev, &b->my);
     vkpt_buf_free(b->dev, &b->w);
     vkpt_buf_free(b->dev, &b->bx);
     vkpt_buf_free(b->dev, &b->by);
@@ -179,6 +193,109 @@ static int bench_setup(bench *b, uint32_t type)
     }
     vkpt_free(q);
     vkpt_free(src);
+    return err;
+}
+
+/* ---- expert matmuls ---------------------------------------------------------------- */
+
+static int rec_moe(bench *b, const void *arg)
+{
+    return vkpt_k_moe_matmul(&b->c, arg);
+}
+
+/* Expert j of token t (deterministic, k distinct per token). */
+static uint32_t moe_expert(uint32_t t, uint32_t j)
+{
+    return (uint32_t)((t * 5u + 1u + j * 3u) % MOE_EXPERTS);
+}
+
+/* Stacked experts (once per type), the routing lists of n_tok tokens, time
+ * the expert matmul on `path` and check sampled slots. */
+static int run_moe(bench *b, int path, uint32_t n_tok, const char *name,
+                   void (*cb)(const vkpt_kbench_row *, void *), void *ud)
+{
+    const uint32_t Me = b->M / 4 ? b->M / 4 : 1, E = MOE_EXPERTS, np = n_tok * MOE_K;
+    int err = 0;
+    /* rows of the dense weights repeat the distinct rows: copying chunks of
+     * a multiple of DISTINCT_ROWS keeps row i of the experts distinct row
+     * i % DISTINCT_ROWS (all of W when it has fewer rows: then i % M) */
+    const uint64_t chunk = b->M >= DISTINCT_ROWS ? b->M / DISTINCT_ROWS * DISTINCT_ROWS : b->M;
+    if (!b->wm.buf) {
+        err = vkpt_buf_alloc(b->dev, b->rb * Me * E, VKPT_MK_DEVICE, VKPT_MEM_WEIGHTS, &b->wm);
+        if (!err) err = vkpt_cmd_begin(&b->c);
+        for (uint64_t r0 = 0; r0 < (uint64_t)Me * E && !err; r0 += chunk) {
+            uint64_t n = (uint64_t)Me * E - r0 < chunk ? (uint64_t)Me * E - r0 : chunk;
+            vkpt_cmd_copy(&b->c, &b->w, 0, &b->wm, r0 * b->rb, n * b->rb);
+        }
+        if (!err) err = vkpt_cmd_run(&b->c);
+    }
+    uint32_t tile;
+    int p = err ? err : vkpt_k_moe_plan(b->dev, b->type, n_tok, MOE_K, E, path, &tile);
+    if (p < 0) return p;
+    uint64_t tw = vkpt_moe_tiles_words(np, E, tile);
+    uint32_t *ids = vkpt_malloc(np * 4ull), *sp = vkpt_malloc(np * 4ull),
+             *ps = vkpt_malloc(np * 4ull), *tl = vkpt_malloc(tw * 4);
+    float *y = vkpt_malloc((size_t)np * Me * 4);
+    if (!ids || !sp || !ps || !tl || !y) err = vkpt_fail(VKPT_ENOMEM, "bench moe");
+    for (uint32_t i = 0; !err && i < np; i++) ids[i] = moe_expert(i / MOE_K, i % MOE_K);
+    if (!err) err = vkpt_ref_moe_sort(ids, np, E, tile, sp, ps, tl);
+    vkpt_buf_free(b->dev, &b->sp);
+    vkpt_buf_free(b->dev, &b->ps);
+    vkpt_buf_free(b->dev, &b->tl);
+    vkpt_buf_free(b->dev, &b->my);
+    if (!err) err = vkpt_buf_alloc(b->dev, np * 4ull, VKPT_MK_DEVICE, VKPT_MEM_SCRATCH, &b->sp);
+    if (!err) err = vkpt_buf_alloc(b->dev, np * 4ull, VKPT_MK_DEVICE, VKPT_MEM_SCRATCH, &b->ps);
+    if (!err) err = vkpt_buf_alloc(b->dev, tw * 4, VKPT_MK_DEVICE, VKPT_MEM_SCRATCH, &b->tl);
+    if (!err)
+        err =
+            vkpt_buf_alloc(b->dev, (uint64_t)np * Me * 4, VKPT_MK_DEVICE, VKPT_MEM_SCRATCH, &b->my);
+    if (!err) err = vkpt_buf_upload(b->dev, &b->sp, 0, sp, np * 4ull);
+    if (!err) err = vkpt_buf_upload(b->dev, &b->ps, 0, ps, np * 4ull);
+    if (!err) err = vkpt_buf_upload(b->dev, &b->tl, 0, tl, tw * 4);
+    vkpt_moe_lists l = {.slot_pair = b->sp,
+                        .pair_slot = b->ps,
+                        .tiles = b->tl,
+                        .n_pairs = np,
+                        .n_expert = E,
+                        .tile = tile};
+    vkpt_moe_mm_args a = {.wtype = b->type,
+                          .w = b->wm,
+                          .K = b->K,
+                          .M = Me,
+                          .n_expert = E,
+                          .x = b->bx,
+                          .x_k = MOE_K,
+                          .lists = &l,
+                          .y = b->my,
+                          .path = p};
+    vkpt_kbench_row row = {.K = b->K, .M = Me, .n_tok = n_tok};
+    snprintf(row.name, sizeof row.name, "%s", name);
+    if (!err) err = time_calls(b, rec_moe, &a, &row.us);
+    if (!err) {
+        uint32_t hit = 0;
+        for (uint32_t e = 0; e < E; e++) hit += tl[1 + e + 1] > tl[1 + e];
+        uint64_t bytes = (uint64_t)hit * Me * b->rb + (uint64_t)n_tok * b->K * 4 + np * Me * 4ull;
+        row.gbps = bytes / (row.us * 1e3);
+        row.gflops = 2.0 * b->K * Me * np / (row.us * 1e3);
+        err = vkpt_buf_download(b->dev, &b->my, 0, y, (uint64_t)np * Me * 4);
+    }
+    for (uint32_t s = 0; !err && s < SAMPLE_ROWS; s++) { /* sampled (pair, row) */
+        uint32_t pr = (uint32_t)((uint64_t)(np - 1) * s / (SAMPLE_ROWS - 1));
+        uint32_t m = (uint32_t)((uint64_t)(Me - 1) * s / (SAMPLE_ROWS - 1));
+        const float *w =
+            b->deq + (size_t)((ids[pr] * (uint64_t)Me + m) % chunk % DISTINCT_ROWS) * b->K;
+        const float *x = b->x + (size_t)(pr / MOE_K) * b->K;
+        double ref = 0, mag = 0;
+        for (uint32_t k = 0; k < b->K; k++)
+            ref += (double)w[k] * x[k], mag += fabs((double)w[k] * x[k]);
+        double e = fabs(y[(size_t)ps[pr] * Me + m] - ref) / (mag > 0 ? mag : 1);
+        if (!(e <= row.check)) row.check = isnan(e) ? INFINITY : e;
+    }
+    if (!err) {
+        row.ok = row.check <= 4.0 * b->K * 0x1p-24;
+        cb(&row, ud);
+    }
+    vkpt_free(ids), vkpt_free(sp), vkpt_free(ps), vkpt_free(tl), vkpt_free(y);
     return err;
 }
 
@@ -287,6 +404,12 @@ int vkpt_bench_kernels(vkpt_device *dev, const vkpt_kbench_opts *opts_in,
         }
         snprintf(name, sizeof name, "matmul/%s/matmul_coopmat", slug);
         any |= want(&o, name); /* also matches "matmul/<type>/matmul" */
+        snprintf(name, sizeof name, "moe_matvec/%s/matvec_subgroup", slug);
+        any |= want(&o, name); /* also matches "moe_matvec/<type>/matvec" */
+        snprintf(name, sizeof name, "moe_prefill/%s/matvec_subgroup", slug);
+        any |= want(&o, name);
+        snprintf(name, sizeof name, "moe_prefill/%s/matmul", slug);
+        any |= want(&o, name);
         snprintf(name, sizeof name, "get_rows/%s/-", slug);
         if (!(any |= want(&o, name))) continue;
         if ((err = bench_setup(&b, k_bench_types[t]))) break;
@@ -302,6 +425,25 @@ int vkpt_bench_kernels(vkpt_device *dev, const vkpt_kbench_opts *opts_in,
             vkpt_mm_args probe = {.wtype = b.type, .n_tok = b.n_tok, .path = mm_paths[p]};
             if (!want(&o, name) || vkpt_k_matmul_choose(dev, &probe) < 0) continue;
             err = run_mm(&b, mm_paths[p], b.n_tok, name, cb, ud);
+        }
+        /* expert matmuls: decode (1 token) on the matvec paths, prefill
+         * (n_tok tokens) on the matvec and tiled paths */
+        static const struct {
+            const char *op;
+            int path;
+            bool prefill;
+        } moe_rows[] = {{"moe_matvec", VKPT_MOE_MATVEC, false},
+                        {"moe_matvec", VKPT_MOE_MATVEC_SUBGROUP, false},
+                        {"moe_prefill", VKPT_MOE_MATVEC_SUBGROUP, true},
+                        {"moe_prefill", VKPT_MOE_MATMUL, true}};
+        for (size_t i = 0; i < sizeof moe_rows / sizeof moe_rows[0] && !err; i++) {
+            uint32_t nt = moe_rows[i].prefill ? b.n_tok : 1, tile;
+            snprintf(name, sizeof name, "%s/%s/%s", moe_rows[i].op, slug,
+                     vkpt_moe_path_name(moe_rows[i].path));
+            if (!want(&o, name) ||
+                vkpt_k_moe_plan(dev, b.type, nt, MOE_K, MOE_EXPERTS, moe_rows[i].path, &tile) < 0)
+                continue;
+            err = run_moe(&b, moe_rows[i].path, nt, name, cb, ud);
         }
         snprintf(name, sizeof name, "get_rows/%s/-", slug);
         if (!err && want(&o, name)) err = run_get_rows(&b, name, cb, ud);

@@ -236,13 +236,21 @@ static int write_hparams(vkpt_gguf_writer *w, const char *arch, const vkpt_hpara
         U32("attention.value_length", hp->head_dim);
     }
     F32("rope.freq_base", hp->rope_theta);
-    F32("attention.layer_norm_rms_epsilon", hp->norm_eps);
+    const vkpt_arch_desc *ad = vkpt_arch_by_gguf(arch, strlen(arch));
+    if (ad && (ad->flags & VKPT_AF_LAYERNORM)) /* DBRX: llama.cpp requires this key */
+        F32("attention.layer_norm_epsilon", hp->norm_eps);
+    else
+        F32("attention.layer_norm_rms_epsilon", hp->norm_eps);
     if (hp->n_expert) {
         U32("expert_count", hp->n_expert);
         U32("expert_used_count", hp->n_expert_used);
         if (hp->n_ff_exp && hp->n_ff_exp != hp->n_ff)
             U32("expert_feed_forward_length", hp->n_ff_exp);
         if (hp->n_ff_shexp) U32("expert_shared_feed_forward_length", hp->n_ff_shexp);
+        /* whether the top-k routing weights are renormalized (vkpt reads it;
+         * llama.cpp reads it where the architecture leaves it open) */
+        snprintf(k, sizeof k, "%s.expert_weights_norm", arch);
+        if (!err) err = vkpt_gguf_writer_set_bool(w, k, hp->norm_topk);
     }
     if (hp->rope_scaling == VKPT_ROPE_LINEAR) {
         snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
@@ -581,6 +589,7 @@ int vkpt_synth(const vkpt_synth_opts *o, const char *path)
     hp.n_ctx_train = o->n_ctx ? o->n_ctx : 4096;
     hp.n_expert = o->n_expert;
     hp.n_expert_used = o->n_expert_used;
+    hp.norm_topk = o->n_expert > 0; /* llama with experts is Mixtral: top-k renormalized */
     hp.rope_theta = o->rope_theta > 0 ? o->rope_theta : 10000.0f;
     hp.norm_eps = 1e-5f;
     if (!hp.n_vocab || !hp.n_embd || !hp.n_layer || !hp.n_head || !hp.n_ff ||

@@ -327,6 +327,17 @@ int vkpt_model_load(vkpt_device *dev, const char *path, const vkpt_model_opts *o
         mi->weight_bytes += slot->buf.size;
     }
     progress_draw(&pg, true);
+    if (m->arch->id == VKPT_ARCH_DBRX)
+        for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+            /* DBRX's attn_output_norm (llama.cpp's name for HF norm_2)
+             * normalizes the FFN's input: it is the FFN pre-norm */
+            vkpt_layer *L = &m->layers[l];
+            if (vkpt_tensor_ok(&L->ffn_norm) || !vkpt_tensor_ok(&L->post_norm)) continue;
+            L->ffn_norm = L->post_norm;
+            L->ffn_norm_b = L->post_norm_b;
+            memset(&L->post_norm, 0, sizeof L->post_norm);
+            memset(&L->post_norm_b, 0, sizeof L->post_norm_b);
+        }
     if (!vkpt_tensor_ok(&m->output)) {
         if (!vkpt_tensor_ok(&m->tok_embd)) {
             err = vkpt_fail(VKPT_EFORMAT, "%s: no token embedding (token_embd.weight)", path);

@@ -147,11 +147,15 @@ int vkpt__hparams_gguf(const vkpt_gguf *g, const vkpt_arch_desc *arch, vkpt_hpar
     g_u32(g, a, "expert_shared_feed_forward_length", &hp->n_ff_shexp);
     g_f32(g, a, "attention.clamp_kqv", &hp->clip_qkv);
     g_u32(g, a, "attention.sliding_window", &hp->sliding_window);
-    bool norm = arch->id == VKPT_ARCH_LLAMA; /* Mixtral renormalizes its top-k */
+    /* llama.cpp renormalizes the top-k weights of Mixtral (llama), Qwen3-MoE
+     * and DBRX, not Qwen2-MoE's */
+    bool norm =
+        arch->id == VKPT_ARCH_LLAMA || arch->id == VKPT_ARCH_QWEN3MOE || arch->id == VKPT_ARCH_DBRX;
     char key[160];
     snprintf(key, sizeof key, "%s.expert_weights_norm", a);
     vkpt_gguf_get_bool(g, key, &norm);
     hp->norm_topk = norm;
+    hp->expert_norm_p = 1.0f;
     vkpt_span st;
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
     if (!vkpt_gguf_get_str(g, key, &st)) {
@@ -297,6 +301,8 @@ int vkpt__hparams_hf(const char *text, size_t len, const vkpt_arch_desc **arch_o
     j_f32(c, "rms_norm_eps", &hp->norm_eps);
     j_f32(c, "layer_norm_eps", &hp->norm_eps);
     j_f32(c, "rope_theta", &hp->rope_theta);
+    /* DBRX's (transformers 4); rope_parameters below wins where both exist,
+     * as in transformers 5 (the dbrx fixture's logits say so) */
     j_f32(attn, "rope_theta", &hp->rope_theta);
     j_f32(attn, "clip_qkv", &hp->clip_qkv);
     double prf;
@@ -319,6 +325,20 @@ int vkpt__hparams_hf(const char *text, size_t len, const vkpt_arch_desc **arch_o
     hp->norm_topk = arch->id == VKPT_ARCH_LLAMA || arch->id == VKPT_ARCH_DBRX;
     const cJSON *ntp = cJSON_GetObjectItemCaseSensitive(c, "norm_topk_prob");
     if (cJSON_IsBool(ntp)) hp->norm_topk = cJSON_IsTrue(ntp);
+    hp->expert_norm_p = 1.0f;
+    /* DBRX: top-k weights divided by their p-norm, p = this (null: none) */
+    const cJSON *nw = cJSON_GetObjectItemCaseSensitive(ffn, "moe_normalize_expert_weights");
+    if (cJSON_IsNull(nw)) hp->norm_topk = false;
+    if (cJSON_IsNumber(nw)) {
+        if (!(nw->valuedouble > 0 && nw->valuedouble < 1e6)) {
+            err = vkpt_fail(VKPT_EUNSUPPORTED,
+                            "config.json: moe_normalize_expert_weights %g is not a usable norm",
+                            nw->valuedouble);
+            goto done;
+        }
+        hp->norm_topk = true;
+        hp->expert_norm_p = (float)nw->valuedouble;
+    }
     const cJSON *usw = cJSON_GetObjectItemCaseSensitive(c, "use_sliding_window");
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(c, "sliding_window");
     if (cJSON_IsNumber(sw) && sw->valuedouble > 0 && !(cJSON_IsBool(usw) && cJSON_IsFalse(usw)))

@@ -68,8 +68,9 @@ typedef struct vkpt_hparams {
     bool tie_embeddings;
     /* MoE */
     uint32_t n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
-    bool norm_topk;
-    float clip_qkv; /* 0 = none */
+    bool norm_topk;      /* divide the k routing weights by their p-norm */
+    float expert_norm_p; /* that p: 1 (their sum) but for DBRX's moe_normalize_expert_weights */
+    float clip_qkv;      /* 0 = none */
     uint32_t sliding_window;
     int32_t bos_id, eos_id;
     /* encoders (engine/runtime/encoder.c) */

@@ -314,6 +314,37 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && !memcmp(s + n - m, suffix, m);
 }
 
+/* DBRX stores each layer's experts fused, [n_expert * ff][d]: w1 and v1 as
+ * Linear weights (gate, up), w2 transposed (down). Give them llama.cpp's
+ * shapes: ffn_{gate,up}_exps [d][ff][E] (the same bytes), ffn_down_exps
+ * [ff][d][E] (a part per expert, each transposed on read). */
+static int fused_experts(const vkpt_src *s, vkpt_src_tensor *t, const vkpt_st_tensor *h)
+{
+    uint64_t E = s->hp.n_expert, d = t->ne[0];
+    if (t->n_dims != 2 || !E || t->ne[1] % E)
+        return vkpt_fail(VKPT_EFORMAT, "%s: tensor '%.120s' is not %llu fused experts", s->path,
+                         h->name, (unsigned long long)E);
+    uint64_t ff = t->ne[1] / E;
+    t->n_dims = 3;
+    t->ne[2] = E;
+    t->ne[3] = 1;
+    if (!ends_with(t->name, ".ffn_down_exps.weight")) {
+        t->ne[1] = ff;
+        return 0;
+    }
+    vkpt_src_part *parts = vkpt_calloc(E, sizeof *parts);
+    if (!parts) return vkpt_fail(VKPT_ENOMEM, "tensor index");
+    for (uint64_t e = 0; e < E; e++)
+        parts[e] = (vkpt_src_part){h->data + e * (h->size / E), h->size / E};
+    vkpt_free(t->parts);
+    t->parts = parts;
+    t->n_parts = (uint32_t)E;
+    t->ne[0] = ff;
+    t->ne[1] = d;
+    t->xform = VKPT_XF_TRANSPOSE;
+    return 0;
+}
+
 static int open_hf(vkpt_src *s)
 {
     char p[sizeof s->path + 16];
@@ -404,6 +435,7 @@ static int open_hf(vkpt_src *s)
                 t->xform_heads = q ? s->hp.n_head : s->hp.n_head_kv;
             }
         }
+        if (ends_with(canon, "_exps.weight") && (err = fused_experts(s, t, h))) return err;
         qsort(s->t, s->n, sizeof *s->t, cmp_tensor);
     }
     for (size_t i = 0; i < s->n; i++)
@@ -498,6 +530,42 @@ int vkpt_src_read(const vkpt_src_tensor *t, uint32_t out_type, void *dst)
     return vkpt_src_read_rows(t, out_type, 0, vkpt_src_nelem(t) / t->ne[0], dst);
 }
 
+/* Rows of a tensor whose parts are stored transposed: part p is a
+ * row-major [ne0][ne1] matrix whose columns are canonical rows p*ne1 ..
+ * p*ne1 + ne1 - 1. Plain types only. Rows go in blocks of up to 32, so the
+ * gather reads each stored row contiguously. */
+static int read_transposed(const vkpt_src_tensor *t, uint32_t out_type, uint64_t row0,
+                           uint64_t n_rows, void *dst)
+{
+    enum { B = 32 };
+    const uint64_t ne0 = t->ne[0], ne1 = t->ne[1];
+    const uint64_t esz = t->type == VKPT_Q_F32 ? 4 : 2;
+    if (t->type != VKPT_Q_F32 && t->type != VKPT_Q_F16 && t->type != VKPT_Q_BF16)
+        return vkpt_fail(VKPT_EUNSUPPORTED, "%s: transposing %s data is not supported", t->name,
+                         vkpt_qtype_get(t->type)->name);
+    if ((uint64_t)t->n_parts * ne1 * ne0 != vkpt_src_nelem(t))
+        return vkpt_fail(VKPT_EFORMAT, "%s: parts do not match the shape", t->name);
+    const uint64_t out_rb = vkpt_qtype_row_bytes(out_type, ne0);
+    float *tmp = vkpt_malloc(B * ne0 * sizeof(float));
+    if (!tmp) return vkpt_fail(VKPT_ENOMEM, "conversion buffer");
+    int err = 0;
+    for (uint64_t r = row0, nb; r < row0 + n_rows && !err; r += nb) {
+        uint64_t p = r / ne1, c0 = r % ne1;
+        nb = row0 + n_rows - r;
+        if (nb > B) nb = B;
+        if (nb > ne1 - c0) nb = ne1 - c0; /* within one part */
+        float v[B];
+        for (uint64_t i = 0; i < ne0; i++) {
+            to_f32(t->type, t->parts[p].data + (i * ne1 + c0) * esz, v, nb);
+            for (uint64_t j = 0; j < nb; j++) tmp[j * ne0 + i] = v[j];
+        }
+        for (uint64_t j = 0; j < nb && !err; j++)
+            err = from_f32(out_type, tmp + j * ne0, (uint8_t *)dst + (r - row0 + j) * out_rb, ne0);
+    }
+    vkpt_free(tmp);
+    return err;
+}
+
 int vkpt_src_read_rows(const vkpt_src_tensor *t, uint32_t out_type, uint64_t row0, uint64_t n_rows,
                        void *dst)
 {
@@ -517,6 +585,7 @@ int vkpt_src_read_rows(const vkpt_src_tensor *t, uint32_t out_type, uint64_t row
                          "%s: converting %s to %s is not supported (requantizing loses "
                          "quality; start from an F16/BF16/F32 model)",
                          t->name, ti->name, oi->name);
+    if (t->xform == VKPT_XF_TRANSPOSE) return read_transposed(t, out_type, row0, n_rows, dst);
     /* 1-D tensors under the q/k permutation are permuted element-wise */
     bool perm = t->xform == VKPT_XF_PERMUTE_QK;
     uint64_t perm_unit = 0, heads = t->xform_heads;

@@ -41,6 +41,7 @@ void vkpt_runner_destroy(vkpt_runner *r)
 {
     if (!r) return;
     vkpt_cmd_free(&r->cmd);
+    vkpt__moe_free(r);
     vkpt_buf *bufs[] = {&r->qkv,
                         &r->x,
                         &r->h,
@@ -122,7 +123,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
 {
     if (!m || !out) return vkpt_fail(VKPT_EINVAL, "vkpt_runner_create: NULL");
     *out = NULL;
-    if (m->arch->flags & (VKPT_AF_MOE | VKPT_AF_ENCODER))
+    if (m->arch->flags & VKPT_AF_ENCODER)
         return vkpt_fail(VKPT_EUNSUPPORTED,
                          "%s: the %s architecture's forward pass is not implemented yet",
                          m->info.name, m->arch->gguf_name);
@@ -232,6 +233,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
     }
     for (uint32_t i = 0; i < R; i++) ((float *)r->in_ones.map)[i] = 1.0f;
     if ((err = setup_rope(r))) goto fail;
+    if ((err = vkpt__moe_init(r))) goto fail;
     *out = r;
     return 0;
 fail:
@@ -570,7 +572,10 @@ static int record(vkpt_runner *r, uint32_t n, uint32_t n_out, const vkpt_attn_pl
     vkpt_cmd_barrier(c);
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         TRY(attention_block(r, l, n, plan));
-        TRY(dense_ffn_block(r, l, n));
+        if (vkpt_tensor_ok(&m->layers[l].gate_inp))
+            TRY(vkpt__moe_ffn(r, l, n));
+        else
+            TRY(dense_ffn_block(r, l, n));
     }
     if (!n_out) return 0;
     /* the output rows: gather, norm, project */

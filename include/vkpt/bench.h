@@ -45,9 +45,11 @@ typedef struct vkpt_kbench_row {
 } vkpt_kbench_row;
 
 /* Time matvec (1 token; every path the device has: matvec,
- * matvec_subgroup, matvec_intdot), the tiled matmul (n_tok tokens), get_rows
- * and activation quantization, for each weight format, on random weights
- * quantized by the reference quantizer. `cb` gets each row as it completes.
+ * matvec_subgroup, matvec_intdot), the tiled matmul (n_tok tokens), get_rows,
+ * activation quantization and the expert matmuls (moe_matvec: 1 token routed
+ * to 2 of 8 experts of M/4 rows, reading only those two; moe_prefill: n_tok
+ * tokens), for each weight format, on random weights quantized by the
+ * reference quantizer. `cb` gets each row as it completes.
  * Returns 0 or the first error (VKPT_EDEVMEM when the shape does not fit). */
 int vkpt_bench_kernels(vkpt_device *dev, const vkpt_kbench_opts *opts,
                        void (*cb)(const vkpt_kbench_row *row, void *ud), void *ud);
