@@ -23,7 +23,10 @@ static const struct preset {
     const char *pooling;
     bool normalize;
 } presets[] = {
-    {"bge-large", {EMBT_BERT, 30522, 1024, 24, 16, 4096, 512, 2, 1e-12f, 0, 0, true, 1}, "cls", true},
+    {"bge-large",
+     {EMBT_BERT, 30522, 1024, 24, 16, 4096, 512, 2, 1e-12f, 0, 0, true, 1},
+     "cls",
+     true},
     {"gte-large",
      {EMBT_GTE, 30528, 1024, 24, 16, 4096, 8192, 2, 1e-12f, 160000.0f, 2.0f, true, 2},
      "cls",

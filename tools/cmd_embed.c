@@ -34,6 +34,8 @@ static void usage(FILE *f)
            "      --quantize TYPE   quantize F32/F16/BF16 weights at load: q8_0 or q4_k\n"
            "      --batch-tokens N  tokens per step (default 2048, at least the longest input)\n"
            "      --max-seqs N      sequences per step (default 64)\n"
+           "      --batch-invariant the tiled matmul at every batch size (as vkpt serve): a\n"
+           "                        vector then does not depend on what it was batched with\n"
            "      --bench N         embed N inputs of --bench-len random tokens (default 512),\n"
            "                        all submitted at once, and report embeddings per second\n"
            "      --bench-len L     tokens per benchmark input\n"
@@ -86,8 +88,8 @@ typedef struct input {
     uint32_t n;
 } input;
 
-static int bench(vkpt_embedder *e, vkpt_device *dev, const vkpt_model_info *mi,
-                 uint32_t n_inputs, uint32_t len, const vkpt_embed_params *p, bool json)
+static int bench(vkpt_embedder *e, vkpt_device *dev, const vkpt_model_info *mi, uint32_t n_inputs,
+                 uint32_t len, const vkpt_embed_params *p, bool json)
 {
     if (len > vkpt_embedder_max_seq_len(e))
         return vkpt_fail(VKPT_ERANGE, "--bench-len %u: the model embeds at most %u tokens", len,
@@ -157,6 +159,7 @@ int cmd_embed(int argc, char **argv)
         O_BENCH,
         O_BENCH_LEN,
         O_JSON,
+        O_BI,
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"prompt", required_argument, 0, 'p'},
@@ -172,6 +175,7 @@ int cmd_embed(int argc, char **argv)
                                          {"bench", required_argument, 0, O_BENCH},
                                          {"bench-len", required_argument, 0, O_BENCH_LEN},
                                          {"json", no_argument, 0, O_JSON},
+                                         {"batch-invariant", no_argument, 0, O_BI},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model = NULL, *device = NULL, *quant = NULL;
@@ -228,6 +232,7 @@ int cmd_embed(int argc, char **argv)
         case O_BENCH: bench_n = (uint32_t)v; break;
         case O_BENCH_LEN: bench_len = (uint32_t)v; break;
         case O_JSON: json = true; break;
+        case O_BI: eo.batch_invariant = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
