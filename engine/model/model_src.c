@@ -465,7 +465,7 @@ int vkpt_src_open(const char *path, vkpt_src **out)
     while (pl > 1 && s->path[pl - 1] == '/') s->path[--pl] = 0;
     s->is_gguf = !S_ISDIR(sb.st_mode);
     int err = s->is_gguf ? open_gguf(s) : open_hf(s);
-    if (!err) qsort(s->t, s->n, sizeof *s->t, cmp_tensor);
+    if (!err && s->n > 1) qsort(s->t, s->n, sizeof *s->t, cmp_tensor);
     if (err) {
         vkpt_src_close(s);
         return err;

@@ -167,7 +167,7 @@ static int cmp_name(const void *a, const void *b)
 
 static int finish(vkpt_safetensors *st)
 {
-    qsort(st->t, st->n, sizeof *st->t, cmp_name);
+    if (st->n > 1) qsort(st->t, st->n, sizeof *st->t, cmp_name);
     for (size_t i = 1; i < st->n; i++)
         if (!strcmp(st->t[i - 1].name, st->t[i].name))
             return vkpt_fail(VKPT_EFORMAT, "safetensors: tensor '%.200s' appears twice",

@@ -678,7 +678,7 @@ int vkpt_runner_step(vkpt_runner *r, const vkpt_step_seq *in, uint32_t n_seqs, v
             rows[orow] = row;
             temps[orow] = e->temperature > 0 ? e->temperature : 1.0f;
             adj_off[orow] = a;
-            memcpy(adj + a, e->edits, e->n_edits * sizeof *adj);
+            if (e->n_edits) memcpy(adj + a, e->edits, e->n_edits * sizeof *adj);
             a += e->n_edits;
             orow++;
         }
