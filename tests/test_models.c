@@ -459,18 +459,21 @@ static void hf_moe_quantized_stay_within_bounds(void **state)
         }
 }
 
-/* A Mixtral-shaped `vkpt synth` file (the GGUF llama.cpp loads: llama with
- * expert_count / expert_used_count and ffn_*_exps): vkpt loads it, and a
- * prompt's logits from one prefill step (slots grouped 8 per expert tile)
- * equal those of token-by-token decoding (one slot per tile). */
+/* `vkpt synth` MoE files (the GGUFs llama.cpp loads: Mixtral-shaped llama
+ * with expert_count / expert_used_count and ffn_*_exps; qwen2moe with its
+ * shared expert; qwen3moe): vkpt loads them, and a prompt's logits from one
+ * prefill step (slots grouped 8 per expert tile) equal those of
+ * token-by-token decoding (one slot per tile). */
 static void moe_synth_prefill_matches_decode(void **state)
 {
-    static const char *types[] = {"F16", "Q4_K_M"};
-    for (size_t ti = 0; ti < 2; ti++) {
+    static const struct {
+        const char *arch, *type;
+    } cases[] = {{"llama", "F16"}, {"llama", "Q4_K_M"}, {"qwen2moe", "Q8_0"}, {"qwen3moe", "Q8_0"}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         char path[256];
-        snprintf(path, sizeof path, "/tmp/vkpt-test-synth-moe-%s-%d.gguf", types[ti],
-                 (int)getpid());
-        vkpt_synth_opts so = {.arch = "llama",
+        snprintf(path, sizeof path, "/tmp/vkpt-test-synth-%s-%s-%d.gguf", cases[ci].arch,
+                 cases[ci].type, (int)getpid());
+        vkpt_synth_opts so = {.arch = cases[ci].arch,
                               .n_vocab = 512,
                               .n_embd = 128,
                               .n_layer = 2,
@@ -480,7 +483,7 @@ static void moe_synth_prefill_matches_decode(void **state)
                               .n_ctx = 256,
                               .n_expert = 8,
                               .n_expert_used = 2,
-                              .type = types[ti],
+                              .type = cases[ci].type,
                               .seed = 7,
                               .threads = 2};
         int err = vkpt_synth(&so, path);
@@ -516,10 +519,11 @@ static void moe_synth_prefill_matches_decode(void **state)
          * tiles vs decode splits) sums in another order */
         double e = vkpt_test_max_abs(pre, dec, (size_t)n * V), mag = 0;
         for (size_t i = 0; i < (size_t)n * V; i++) mag = fmax(mag, fabs(pre[i]));
-        fprintf(stderr, "# synth MoE %s: max |prefill - decode| = %.3g (logits up to %.3g)\n",
-                types[ti], e, mag);
+        fprintf(stderr, "# synth %s %s: max |prefill - decode| = %.3g (logits up to %.3g)\n",
+                cases[ci].arch, cases[ci].type, e, mag);
         if (!(e <= 1e-4 * (mag > 1 ? mag : 1)))
-            fail_msg("synth MoE %s: prefill and decode differ by %.3g", types[ti], e);
+            fail_msg("synth %s %s: prefill and decode differ by %.3g", cases[ci].arch,
+                     cases[ci].type, e);
         free(pre);
         free(dec);
         vkpt_runner_destroy(r);

@@ -244,7 +244,9 @@ static int write_hparams(vkpt_gguf_writer *w, const char *arch, const vkpt_hpara
     if (hp->n_expert) {
         U32("expert_count", hp->n_expert);
         U32("expert_used_count", hp->n_expert_used);
-        if (hp->n_ff_exp && hp->n_ff_exp != hp->n_ff)
+        /* llama.cpp's qwen2moe/qwen3moe take the expert width from this key
+         * only; its llama (Mixtral) uses feed_forward_length */
+        if (hp->n_ff_exp && (hp->n_ff_exp != hp->n_ff || strcmp(arch, "llama")))
             U32("expert_feed_forward_length", hp->n_ff_exp);
         if (hp->n_ff_shexp) U32("expert_shared_feed_forward_length", hp->n_ff_shexp);
         /* whether the top-k routing weights are renormalized (vkpt reads it;
@@ -553,6 +555,13 @@ static int plan_decoder(plan *p, const vkpt_ftype_info *f, const vkpt_arch_desc 
             L("ffn_gate_exps.weight", 3, E, ff, hp->n_expert);
             L("ffn_up_exps.weight", 3, E, ff, hp->n_expert);
             L("ffn_down_exps.weight", 3, ff, E, hp->n_expert);
+            if (a->flags & VKPT_AF_SHARED_EXPERT) { /* Qwen2-MoE: a gated shared expert */
+                uint64_t sff = hp->n_ff_shexp ? hp->n_ff_shexp : hp->n_ff;
+                L("ffn_gate_inp_shexp.weight", 1, E, 1, 1);
+                L("ffn_gate_shexp.weight", 2, E, sff, 1);
+                L("ffn_up_shexp.weight", 2, E, sff, 1);
+                L("ffn_down_shexp.weight", 2, sff, E, 1);
+            }
         } else {
             L("ffn_gate.weight", 2, E, hp->n_ff, 1);
             L("ffn_up.weight", 2, E, hp->n_ff, 1);
@@ -573,11 +582,12 @@ int vkpt_synth(const vkpt_synth_opts *o, const char *path)
                          vkpt_ftype_names());
     const vkpt_arch_desc *a =
         vkpt_arch_by_gguf(o->arch ? o->arch : "llama", strlen(o->arch ? o->arch : "llama"));
+    bool moe_arch = a && (a->flags & VKPT_AF_MOE);
     if (!a || (a->flags & (VKPT_AF_ENCODER | VKPT_AF_FUSED_QKV)) ||
-        (o->n_expert && a->id != VKPT_ARCH_LLAMA))
+        (o->n_expert && a->id != VKPT_ARCH_LLAMA && !moe_arch) || (moe_arch && !o->n_expert))
         return vkpt_fail(VKPT_EUNSUPPORTED,
                          "synth: architecture '%s' is not supported (llama, qwen2, qwen3; "
-                         "experts with llama)",
+                         "experts with llama, qwen2moe, qwen3moe)",
                          o->arch ? o->arch : "(null)");
     vkpt_hparams hp = {0};
     hp.n_vocab = o->n_vocab;
@@ -589,7 +599,11 @@ int vkpt_synth(const vkpt_synth_opts *o, const char *path)
     hp.n_ctx_train = o->n_ctx ? o->n_ctx : 4096;
     hp.n_expert = o->n_expert;
     hp.n_expert_used = o->n_expert_used;
-    hp.norm_topk = o->n_expert > 0; /* llama with experts is Mixtral: top-k renormalized */
+    /* experts as wide as n_ff (and Qwen2-MoE's shared expert); top-k
+     * renormalized as llama.cpp does it for Mixtral and Qwen3-MoE */
+    hp.n_ff_exp = o->n_expert ? o->n_ff : 0;
+    hp.n_ff_shexp = a->flags & VKPT_AF_SHARED_EXPERT ? o->n_ff : 0;
+    hp.norm_topk = o->n_expert > 0 && a->id != VKPT_ARCH_QWEN2MOE;
     hp.rope_theta = o->rope_theta > 0 ? o->rope_theta : 10000.0f;
     hp.norm_eps = 1e-5f;
     if (!hp.n_vocab || !hp.n_embd || !hp.n_layer || !hp.n_head || !hp.n_ff ||

@@ -2,13 +2,14 @@
 //
 //   node tests/llamacpp/interop_moe.mjs VKPT_BINARY
 //
-// For a Mixtral-shaped `vkpt synth` (llama with expert_count 8,
-// expert_used_count 2; F32 and Q4_K_M) and the Hugging Face MoE fixtures
-// quantized by `vkpt quantize` (mixtral Q8_0 and Q4_K_M, qwen2_moe Q8_0,
-// dbrx F16 and Q8_0): llama.cpp (node-llama-cpp's prebuilt CPU backend, pinned in
-// package.json) loads the file and generates 24 greedy tokens; vkpt then
-// reads prompt + those tokens in one step and, at every generated position,
-// llama.cpp's token must be vkpt's argmax up to a tolerance per format. Two
+// For `vkpt synth` MoE files (Mixtral-shaped llama with expert_count 8 and
+// expert_used_count 2, F32 and Q4_K_M; qwen2moe with its shared expert and
+// qwen3moe, Q8_0) and the Hugging Face MoE fixtures quantized by `vkpt
+// quantize` (mixtral Q8_0 and Q4_K_M, qwen2_moe Q8_0, dbrx F16 and Q8_0):
+// llama.cpp (node-llama-cpp's prebuilt CPU backend, pinned in package.json)
+// loads the file and generates 24 greedy tokens; vkpt then reads prompt +
+// those tokens in one step and, at every generated position, llama.cpp's
+// token must be vkpt's argmax up to a tolerance per format. Two
 // implementations round differently (llama.cpp quantizes activations to q8
 // for quantized weights), so near-ties may break either way; a wrong expert,
 // weight or norm moves logits by far more. Exits 77 (ctest: skipped) when
@@ -86,11 +87,13 @@ async function check(path, type, what, prompt) {
 }
 
 try {
-    for (const type of ["F32", "Q4_K_M"]) {
-        const p = join(dir, `synth-moe-${type}.gguf`);
-        run(["synth", "--dims", "vocab=1024,embd=256,layers=2,heads=8,kv=4,ff=256,experts=8,used=2",
-             "--type", type, "-o", p]);
-        await check(p, type, `vkpt synth Mixtral-shaped ${type}`, "t1 t2 t3");
+    const dims = "vocab=1024,embd=256,layers=2,heads=8,kv=4,ff=256,experts=8,used=2";
+    for (const [arch, type] of [["llama", "F32"], ["llama", "Q4_K_M"], ["qwen2moe", "Q8_0"],
+                                ["qwen3moe", "Q8_0"]]) {
+        const p = join(dir, `synth-${arch}-${type}.gguf`);
+        run(["synth", "--arch", arch, "--dims", dims, "--type", type, "-o", p]);
+        await check(p, type, `vkpt synth ${arch === "llama" ? "Mixtral-shaped" : arch} ${type}`,
+                    "t1 t2 t3");
     }
     // each vkpt run starts a device and builds pipelines: a few per fixture
     for (const [fx, types] of [["mixtral", ["Q8_0", "Q4_K_M"]], ["qwen2_moe", ["Q8_0"]],
