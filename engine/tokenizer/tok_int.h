@@ -184,7 +184,7 @@ typedef struct vkpt__added {
 typedef struct vkpt__trie_node {
     uint32_t first_edge; /* index into edges */
     uint16_t n_edges;
-    int32_t added; /* index into t->added, or -1 */
+    int32_t added; /* index into t->added (or a token id), or -1 */
 } vkpt__trie_node;
 typedef struct vkpt__trie_edge {
     uint8_t byte;
@@ -273,8 +273,9 @@ struct vkpt_tokenizer {
     /* added tokens */
     vkpt__added *added;
     int n_added;
-    vkpt__trie trie_raw;  /* contents matched before normalization */
-    vkpt__trie trie_norm; /* normalized contents, matched after */
+    vkpt__trie trie_raw;   /* contents matched before normalization */
+    vkpt__trie trie_norm;  /* normalized contents, matched after */
+    vkpt__trie vocab_trie; /* WordPiece: token strings, values are ids */
 
     /* specials */
     vkpt_tokenizer_specials sp;
@@ -298,6 +299,10 @@ int vkpt__tok_index(vkpt_tokenizer *t);
 int vkpt__tok_finish(vkpt_tokenizer *t); /* maps, pieces, tries, eog list */
 void vkpt__tok_add_eog(vkpt_tokenizer *t, int32_t id);
 int32_t vkpt__vocab_get(const vkpt_tokenizer *t, const char *s, size_t n);
+/* WordPiece: the longest token that is `prefix` + a prefix of s[0..n); returns
+ * its length in s (0: none) and its id. */
+size_t vkpt__vocab_longest(const vkpt_tokenizer *t, const char *prefix, size_t prefix_n,
+                           const char *s, size_t n, int32_t *id);
 int vkpt__add_merge(vkpt_tokenizer *t, int32_t left, int32_t right, uint32_t rank, int32_t id);
 int vkpt__merges_alloc(vkpt_tokenizer *t, size_t n);
 int vkpt__normalize(const vkpt_tokenizer *t, const char *s, size_t n, vkpt__buf *out);

@@ -328,28 +328,17 @@ static int wordpiece_encode(const vkpt_tokenizer *t, vkpt__model_scratch *s, con
     size_t first = out->n, start = 0;
     int err = 0;
     while (start < n) {
-        size_t end = n;
-        if (end - start > t->max_piece + 8) {
-            end = start + t->max_piece + 8; /* no token is longer */
-            while (end > start && ((uint8_t)p[end] & 0xC0) == 0x80) end--;
-        }
+        /* longest token at `start` (with the continuation prefix after the
+         * first piece): a walk down the vocabulary trie */
         int32_t found = -1;
-        while (end > start) {
-            s->tmp.n = 0;
-            if (start > 0 && (err = vkpt__buf_put(&s->tmp, t->cont_prefix, t->cont_prefix_n)))
-                return err;
-            if ((err = vkpt__buf_put(&s->tmp, p + start, end - start))) return err;
-            found = vkpt__vocab_get(t, s->tmp.p, s->tmp.n);
-            if (found >= 0) break;
-            end--;
-            while (end > start && ((uint8_t)p[end] & 0xC0) == 0x80) end--;
-        }
-        if (found < 0) {
+        size_t len = vkpt__vocab_longest(t, t->cont_prefix, start > 0 ? t->cont_prefix_n : 0,
+                                         p + start, n - start, &found);
+        if (!len) {
             out->n = first;
             return t->unk >= 0 ? vkpt_tokens_push(out, t->unk) : 0;
         }
         if ((err = vkpt_tokens_push(out, found))) return err;
-        start = end;
+        start += len;
     }
     return 0;
 }

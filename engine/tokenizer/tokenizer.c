@@ -160,30 +160,37 @@ typedef struct bnode {
     uint8_t byte;
 } bnode;
 
-static int trie_build(vkpt__trie *tr, const vkpt_tokenizer *t, bool normalized)
+typedef struct trie_item {
+    const uint8_t *s;
+    size_t n;
+    int32_t val;
+} trie_item;
+
+static int cmp_edge(const void *a, const void *b)
 {
-    bnode *nodes = NULL;
+    return (int)((const vkpt__trie_edge *)a)->byte - (int)((const vkpt__trie_edge *)b)->byte;
+}
+
+/* Build a byte trie of `items` (a later duplicate wins, like Hugging Face's
+ * maps); node values are the items' `val`. Edges are sorted per node. */
+static int trie_build_items(vkpt__trie *tr, const trie_item *items, size_t count)
+{
     size_t n = 1, cap = 256;
     int err = 0;
-    nodes = vkpt_malloc(cap * sizeof *nodes);
-    if (!nodes) return vkpt_fail(VKPT_ENOMEM, "added-token trie");
+    bnode *nodes = vkpt_malloc(cap * sizeof *nodes);
+    if (!nodes) return vkpt_fail(VKPT_ENOMEM, "token trie");
     nodes[0] = (bnode){-1, -1, -1, 0};
-    for (int a = 0; a < t->n_added; a++) {
-        const vkpt__added *ad = &t->added[a];
-        bool is_norm = ad->norm != NULL;
-        if (is_norm != normalized) continue;
-        const uint8_t *s = (const uint8_t *)(normalized ? ad->norm : ad->content);
-        size_t len = normalized ? ad->norm_n : ad->n;
-        if (!len) continue;
+    for (size_t a = 0; a < count; a++) {
+        const uint8_t *s = items[a].s;
         int32_t cur = 0;
-        for (size_t i = 0; i < len; i++) {
+        for (size_t i = 0; i < items[a].n; i++) {
             int32_t c = nodes[cur].child;
             while (c >= 0 && nodes[c].byte != s[i]) c = nodes[c].sibling;
             if (c < 0) {
                 if (n == cap) {
                     bnode *p = vkpt_realloc(nodes, cap * 2 * sizeof *nodes);
                     if (!p) {
-                        err = vkpt_fail(VKPT_ENOMEM, "added-token trie");
+                        err = vkpt_fail(VKPT_ENOMEM, "token trie");
                         goto out;
                     }
                     nodes = p;
@@ -195,25 +202,26 @@ static int trie_build(vkpt__trie *tr, const vkpt_tokenizer *t, bool normalized)
             }
             cur = c;
         }
-        nodes[cur].added = a; /* a later duplicate wins, like Hugging Face's map */
+        if (cur) nodes[cur].added = items[a].val;
     }
     tr->n_nodes = (uint32_t)n;
     tr->nodes = vkpt_calloc(n, sizeof *tr->nodes);
     tr->edges = vkpt_calloc(n, sizeof *tr->edges);
     if (!tr->nodes || !tr->edges) {
-        err = vkpt_fail(VKPT_ENOMEM, "added-token trie");
+        err = vkpt_fail(VKPT_ENOMEM, "token trie");
         goto out;
     }
     uint32_t ne = 0;
     for (size_t i = 0; i < n; i++) {
         tr->nodes[i].added = nodes[i].added;
         tr->nodes[i].first_edge = ne;
-        uint16_t k = 0;
+        uint32_t k = 0;
         for (int32_t c = nodes[i].child; c >= 0; c = nodes[c].sibling) {
             tr->edges[ne++] = (vkpt__trie_edge){nodes[c].byte, (uint32_t)c};
             k++;
         }
-        tr->nodes[i].n_edges = k;
+        tr->nodes[i].n_edges = (uint16_t)k;
+        qsort(tr->edges + tr->nodes[i].first_edge, k, sizeof *tr->edges, cmp_edge);
     }
     tr->n_edges = ne;
     memset(tr->root_child, 0, sizeof tr->root_child);
@@ -223,6 +231,75 @@ static int trie_build(vkpt__trie *tr, const vkpt_tokenizer *t, bool normalized)
 out:
     vkpt_free(nodes);
     return err;
+}
+
+static int trie_build(vkpt__trie *tr, const vkpt_tokenizer *t, bool normalized)
+{
+    trie_item *items = vkpt_malloc(((size_t)t->n_added + 1) * sizeof *items);
+    if (!items) return vkpt_fail(VKPT_ENOMEM, "added-token trie");
+    size_t k = 0;
+    for (int a = 0; a < t->n_added; a++) {
+        const vkpt__added *ad = &t->added[a];
+        if ((ad->norm != NULL) != normalized) continue;
+        size_t len = normalized ? ad->norm_n : ad->n;
+        if (len)
+            items[k++] =
+                (trie_item){(const uint8_t *)(normalized ? ad->norm : ad->content), len, a};
+    }
+    int err = trie_build_items(tr, items, k);
+    vkpt_free(items);
+    return err;
+}
+
+/* WordPiece: every token string -> id, for longest-match lookups. */
+static int trie_build_vocab(vkpt_tokenizer *t)
+{
+    trie_item *items = vkpt_malloc(((size_t)t->n_vocab + 1) * sizeof *items);
+    if (!items) return vkpt_fail(VKPT_ENOMEM, "vocabulary trie");
+    size_t k = 0;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        if (!(t->pflags[i] & VKPT__PF_UNUSED) && t->tok_len[i])
+            items[k++] =
+                (trie_item){(const uint8_t *)t->tok_pool + t->tok_off[i], t->tok_len[i], i};
+    int err = trie_build_items(&t->vocab_trie, items, k);
+    vkpt_free(items);
+    return err;
+}
+
+static uint32_t trie_step(const vkpt__trie *tr, uint32_t node, uint8_t b)
+{
+    const vkpt__trie_node *nd = &tr->nodes[node];
+    const vkpt__trie_edge *e = &tr->edges[nd->first_edge];
+    size_t lo = 0, hi = nd->n_edges;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (e[mid].byte < b)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < nd->n_edges && e[lo].byte == b ? e[lo].node : 0;
+}
+
+size_t vkpt__vocab_longest(const vkpt_tokenizer *t, const char *prefix, size_t prefix_n,
+                           const char *s, size_t n, int32_t *id)
+{
+    const vkpt__trie *tr = &t->vocab_trie;
+    uint32_t node = 0;
+    for (size_t i = 0; i < prefix_n; i++) {
+        node = node ? trie_step(tr, node, (uint8_t)prefix[i]) : tr->root_child[(uint8_t)prefix[i]];
+        if (!node) return 0;
+    }
+    size_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        node = node ? trie_step(tr, node, (uint8_t)s[i]) : tr->root_child[(uint8_t)s[i]];
+        if (!node) break;
+        if (tr->nodes[node].added >= 0) {
+            best = i + 1;
+            *id = tr->nodes[node].added;
+        }
+    }
+    return best;
 }
 
 static void trie_free(vkpt__trie *tr)
@@ -246,13 +323,7 @@ static size_t trie_match(const vkpt_tokenizer *t, const vkpt__trie *tr, const ui
             *added = nd->added;
         }
         if (i >= n || !nd->n_edges) break;
-        uint32_t next = 0;
-        const vkpt__trie_edge *e = &tr->edges[nd->first_edge];
-        for (uint16_t k = 0; k < nd->n_edges; k++)
-            if (e[k].byte == s[i]) {
-                next = e[k].node;
-                break;
-            }
+        uint32_t next = trie_step(tr, node, s[i]);
         if (!next) break;
         node = next;
     }
@@ -1223,6 +1294,7 @@ int vkpt__tok_finish(vkpt_tokenizer *t)
     int err;
     if ((err = vkpt__tok_index(t))) return err;
     if (t->byte_level && t->ignore_merges && (err = build_raw_map(t))) return err;
+    if (t->model == VKPT__M_WORDPIECE && (err = trie_build_vocab(t))) return err;
     /* normalized contents of added tokens */
     for (int a = 0; a < t->n_added; a++) {
         vkpt__added *ad = &t->added[a];
@@ -1368,6 +1440,7 @@ void vkpt_tokenizer_destroy(vkpt_tokenizer *t)
     vkpt_free(t->added);
     trie_free(&t->trie_raw);
     trie_free(&t->trie_norm);
+    trie_free(&t->vocab_trie);
     for (int i = 0; i < 7; i++) vkpt_free(t->tok_strings[i]);
     for (int i = 0; i < t->n_extra_special; i++) vkpt_free(t->extra_special[i]);
     vkpt_free(t->extra_special);
