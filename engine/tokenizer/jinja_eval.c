@@ -230,7 +230,8 @@ static jv *binop(ctx *c, const jnode *n, jv *l, jv *r)
         ((l->type == JV_STR && r->type == JV_INT) || (l->type == JV_INT && r->type == JV_STR))) {
         const jv *s = l->type == JV_STR ? l : r;
         int64_t k = l->type == JV_INT ? l->u.i : r->u.i;
-        if (k > 0 && s->u.s.n * (uint64_t)k > (64u << 20))
+        if (k <= 0 || !s->u.s.n) return vkpt__jmk_str(c, "", 0);
+        if ((uint64_t)k > (64u << 20) / s->u.s.n)
             return vkpt__jfailf(c, n, "string repetition too long");
         vkpt__buf b = {0};
         for (int64_t i = 0; i < k; i++)
