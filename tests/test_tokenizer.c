@@ -60,7 +60,8 @@ static void assert_ids(const vkpt_tokenizer *t, const char *text, unsigned flags
 #define IDS(...) \
     ((const int32_t[]){__VA_ARGS__}), (sizeof((const int32_t[]){__VA_ARGS__}) / sizeof(int32_t))
 
-static char *decode_n(const vkpt_tokenizer *t, const int32_t *ids, size_t n, unsigned flags, size_t *len)
+static char *decode_n(const vkpt_tokenizer *t, const int32_t *ids, size_t n, unsigned flags,
+                      size_t *len)
 {
     char *s;
     int err = vkpt_tokenizer_decode(t, ids, n, flags, &s, len);
@@ -738,7 +739,8 @@ static void tokenizer_allocation_failures_fail_cleanly(void **state)
         vkpt_tokenizer_destroy(t);
         if (!err && !err2 && g_calls < g_fail_at) break; /* every allocation passed */
         if (err) {
-            if (err != VKPT_ENOMEM) fail_msg("allocation %d failed: %s", g_fail_at, vkpt_errmsg(err));
+            if (err != VKPT_ENOMEM)
+                fail_msg("allocation %d failed: %s", g_fail_at, vkpt_errmsg(err));
             assert_null(t);
             failures++;
         }
