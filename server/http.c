@@ -77,6 +77,10 @@ static void conn_close(srv_conn *c)
         srv_embed_detach(c->embed);
         c->embed = NULL;
     }
+    if (c->detach) {
+        c->detach(c->detach_ud);
+        c->detach = NULL;
+    }
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -232,6 +236,7 @@ static void conn_response_done(srv_conn *c)
     conn_log(c);
     c->gen = NULL;
     c->embed = NULL;
+    c->detach = NULL;
     bool keep = c->resp_keep_alive && c->in.state == SRV_IN_DONE && s->state == SRV_RUNNING;
     srv_http_in_reset(&c->in);
     c->resp_started = c->resp_chunked = false;

@@ -44,6 +44,10 @@ typedef struct srv_conn {
     size_t writes_pending;
     struct srv_gen *gen;     /* the generation answering the current request */
     struct srv_embed *embed; /* or the embeddings request (embeddings.c) */
+    /* or another answer in progress (endpoints.c): told when the connection
+     * closes before it answered */
+    void (*detach)(void *ud);
+    void *detach_ud;
     uint64_t t_first_byte_ns, t_headers_ns, t_req_ns;
     /* for the request log line and metrics */
     int status;

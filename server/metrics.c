@@ -3,6 +3,7 @@
  * vkpt_device_mem_stats at scrape time, so a scrape never waits on a step. */
 #include "metrics.h"
 
+#include "endpoints.h"
 #include "router.h"
 #include "server_int.h"
 
@@ -254,4 +255,5 @@ void srv_metrics_render(vkpt_server *s, srv_buf *o)
         srv_buf_printf(o, "vkpt_device_memory_budget_bytes{%s} %llu\n", devs[d].label,
                        LLU(devs[d].ms.budget));
 #undef LLU
+    srv_ep_metrics(s, o, NULL);
 }

@@ -8,6 +8,7 @@
  * are refused by name. */
 #include "openai.h"
 
+#include "endpoints.h"
 #include "sse.h"
 
 #include <float.h>
@@ -974,7 +975,7 @@ static void generate(srv_ctx *ctx, int api)
         srv_gen_spec_free(&spec);
         return;
     }
-    if (!m->engine) {
+    if (!m->engine && !m->adm) {
         srv_conn_error(ctx->conn, 400, "model", "invalid_value",
                        "The model \"%s\" is an embedding model; it does not generate text. Use "
                        "POST /v1/embeddings",
@@ -1036,6 +1037,7 @@ void srv_h_models(srv_ctx *ctx)
             cJSON *m = model_object(&s->models[i]);
             if (m) cJSON_AddItemToArray(data, m);
         }
+        srv_ep_list_models(s, data);
         cJSON_AddItemToObject(o, "data", data);
         data = NULL;
     }

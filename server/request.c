@@ -2,6 +2,7 @@
  * socket. See request.h for the state machine and the threading rules. */
 #include "request.h"
 
+#include "endpoints.h"
 #include "sse.h"
 
 #include <math.h>
@@ -18,6 +19,8 @@
 
 static void gen_close(srv_gen *g);
 static void gen_submit(srv_gen *g);
+static void answer_error(srv_gen *g, srv_conn *conn, int status, const char *param,
+                         const char *code, const char *msg, const char *extra);
 
 void srv_gen_spec_free(srv_gen_spec *s)
 {
@@ -179,6 +182,7 @@ static void gen_on_done(srv_gen *g, const srv_gen_event *e)
     const vkpt_gen_event *ev = &e->ev;
     srv_model_metrics *mm = &g->model->m;
     g->state = SRV_GEN_DONE;
+    g->adm_queue_ns = ev->queued_ns;
     g->prompt_tokens = ev->prompt_tokens ? ev->prompt_tokens : (uint32_t)g->prompt.n;
     g->cached_tokens = ev->cached_tokens;
     int err = 0;
@@ -249,12 +253,13 @@ static void gen_on_done(srv_gen *g, const srv_gen_event *e)
         g->conn = NULL;
         conn->gen = NULL;
         if (status) {
-            srv_conn_error(conn, status, NULL, code, "%s", msg);
+            answer_error(g, conn, status, NULL, code, msg, NULL);
         } else {
             srv_buf body = {0};
             g->ops->body(g, &body);
             if (srv_buf_ok(&body))
-                srv_conn_respond(conn, 200, "application/json", NULL, body.p, body.n);
+                srv_conn_respond(conn, 200, "application/json",
+                                 g->extra_headers[0] ? g->extra_headers : NULL, body.p, body.n);
             else
                 srv_conn_error(conn, 500, NULL, NULL, "out of memory writing the response");
             srv_buf_free(&body);
@@ -293,16 +298,47 @@ static void on_async(uv_async_t *a)
     gen_flush(g);
 }
 
-/* Answer an error before the request reached the engine, then close. */
-static void gen_fail(srv_gen *g, int status, const char *param, const char *code, const char *msg)
+/* An error answer: OpenAI's shape, or Databricks' on the serving-endpoints
+ * routes; with the admission's headers (served-model-name) and `extra`. */
+static void answer_error(srv_gen *g, srv_conn *conn, int status, const char *param,
+                         const char *code, const char *msg, const char *extra)
 {
+    char hdr[512];
+    snprintf(hdr, sizeof hdr, "%s%s", g->extra_headers, extra ? extra : "");
+    if (g->spec.db_errors) {
+        srv_conn_db_error(conn, status, srv_db_error_code(status), hdr[0] ? hdr : NULL, "%s", msg);
+        return;
+    }
+    if (!hdr[0]) {
+        srv_conn_error(conn, status, param, code, "%s", msg);
+        return;
+    }
+    srv_buf b = {0};
+    srv_error_json(&b, status, param, code, msg);
+    if (srv_buf_ok(&b))
+        srv_conn_respond(conn, status, "application/json", hdr, b.p, b.n);
+    else
+        srv_conn_error(conn, 500, NULL, NULL, "out of memory");
+    srv_buf_free(&b);
+}
+
+void srv_gen_fail(srv_gen *g, int status, const char *param, const char *code, const char *msg,
+                  const char *extra_headers)
+{
+    g->parked = false;
     if (g->conn && !g->canceled) {
         srv_conn *conn = g->conn;
         g->conn = NULL;
         conn->gen = NULL;
-        srv_conn_error(conn, status, param, code, "%s", msg);
+        answer_error(g, conn, status, param, code, msg, extra_headers);
     }
     gen_close(g);
+}
+
+/* Answer an error before the request reached the engine, then close. */
+static void gen_fail(srv_gen *g, int status, const char *param, const char *code, const char *msg)
+{
+    srv_gen_fail(g, status, param, code, msg, NULL);
 }
 
 static uint64_t mix64(uint64_t x)
@@ -400,10 +436,10 @@ static void gen_tokenized(srv_gen *g)
     gen_submit(g);
 }
 
-static void gen_submit(srv_gen *g)
+/* QUEUED: into `engine`. */
+static void gen_submit_to(srv_gen *g, vkpt_engine *engine)
 {
-    srv_model *m = g->model;
-    int err = vkpt_engine_submit(m->engine, g->prompt.ids, (uint32_t)g->prompt.n, &g->spec.gp,
+    int err = vkpt_engine_submit(engine, g->prompt.ids, (uint32_t)g->prompt.n, &g->spec.gp,
                                  on_engine_event, g, &g->rq);
     if (err) {
         char msg[512];
@@ -421,12 +457,37 @@ static void gen_submit(srv_gen *g)
     }
     g->state = SRV_GEN_QUEUED;
     if (g->spec.stream && g->conn) {
-        srv_conn_stream_begin(g->conn, 200, "text/event-stream",
-                              "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+        char hdr[384];
+        snprintf(hdr, sizeof hdr, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s",
+                 g->extra_headers);
+        srv_conn_stream_begin(g->conn, 200, "text/event-stream", hdr);
         g->stream_opened = true;
         for (uint32_t i = 0; i < g->n_choices; i++) emit_chunk(g, i, false);
         gen_flush(g);
     }
+}
+
+/* Admission first for a provisioned endpoint's model (it may refuse with
+ * 429, or park the request until a replica starts). */
+static void gen_submit(srv_gen *g)
+{
+    srv_model *m = g->model;
+    vkpt_engine *engine = m->engine;
+    if (m->adm) {
+        int r = m->adm->admit(g, &engine);
+        if (r == SRV_ADMIT_WAIT) {
+            g->parked = true;
+            return;
+        }
+        if (r != SRV_ADMIT_GO) return; /* answered and closed */
+    }
+    gen_submit_to(g, engine);
+}
+
+void srv_gen_resume(srv_gen *g, vkpt_engine *engine)
+{
+    g->parked = false;
+    gen_submit_to(g, engine);
 }
 
 static void on_gen_closed(uv_handle_t *h)
@@ -462,10 +523,14 @@ static void gen_close(srv_gen *g)
         srv_conn *conn = g->conn;
         g->conn = NULL;
         conn->gen = NULL;
-        srv_conn_error(conn, 500, NULL, NULL, "the request ended without an answer");
+        answer_error(g, conn, 500, NULL, NULL, "the request ended without an answer", NULL);
     }
     if (g->rq) vkpt_request_release(g->rq);
     g->rq = NULL;
+    if (g->adm_started) {
+        g->adm_started = false;
+        g->model->adm->finish(g); /* may free the model: not used after this */
+    }
     uv_close((uv_handle_t *)&g->async, on_gen_closed);
 }
 
@@ -615,8 +680,13 @@ void srv_gen_start(srv_ctx *ctx, srv_model *m, srv_gen_spec *spec, const srv_gen
     snprintf(g->id, sizeof g->id, "%s%016llx%08llx", ops->id_prefix,
              (unsigned long long)mix64(s->start_ns ^ n), (unsigned long long)n);
     srv_list_init(&g->link);
+    srv_list_init(&g->adm_link);
     srv_list_push(&s->gens, &g->link);
     s->n_gens++;
+    if (m->adm) {
+        g->adm_started = true;
+        m->adm->start(g);
+    }
     uv_async_init(&s->loop, &g->async, on_async);
     g->async.data = g;
     g->work.data = g;
@@ -634,6 +704,8 @@ void srv_gen_detach(srv_gen *g)
     g->conn = NULL;
     g->canceled = true;
     if (g->rq) vkpt_request_cancel(g->rq);
+    /* parked for a replica: nothing will wake it, close it now */
+    if (g->parked) gen_close(g);
     /* PARSE with work pending: after_work_cb closes it. */
 }
 
@@ -643,5 +715,9 @@ void srv_gen_cancel_all(vkpt_server *s)
     for (srv_list *n = s->gens.next; n != &s->gens; n = n->next) {
         srv_gen *g = srv_container_of(n, srv_gen, link);
         if (g->rq) vkpt_request_cancel(g->rq);
+        /* closing keeps g in s->gens until its handle is closed: safe here */
+        if (g->parked)
+            srv_gen_fail(g, 503, NULL, "server_shutting_down",
+                         "the request was canceled: the server is shutting down", NULL);
     }
 }

@@ -46,6 +46,8 @@ typedef struct srv_gen_spec {
     size_t prompt_len;
     int32_t *prompt_ids;
     size_t n_prompt_ids;
+    /* errors answered Databricks-shaped (the serving-endpoints routes) */
+    bool db_errors;
 } srv_gen_spec;
 void srv_gen_spec_free(srv_gen_spec *s);
 
@@ -135,6 +137,16 @@ struct srv_gen {
     uint64_t t_arrival_ns, t_first_ns;
     bool got_first;
     srv_buf out; /* bytes for the socket, written once per drain */
+
+    /* a provisioned endpoint's request (model->adm, endpoints.h) */
+    bool adm_started;        /* model->adm->start was called; finish is due */
+    bool parked;             /* waiting for a replica (cold start): in no engine yet */
+    srv_list adm_link;       /* the served entity's list of parked requests */
+    void *adm_replica;       /* the replica admission chose */
+    double adm_charged;      /* tokens charged to the endpoint's bucket */
+    uint64_t adm_wait_ns;    /* when it began to wait for a replica, 0 if it did not */
+    uint64_t adm_queue_ns;   /* its engine queue time (from DONE) */
+    char extra_headers[256]; /* response header lines from admission ("served-model-name: ...") */
 };
 
 /* Answer ctx's request with a generation over model `m`; takes `spec` over
@@ -144,6 +156,12 @@ void srv_gen_start(srv_ctx *ctx, srv_model *m, srv_gen_spec *spec, const srv_gen
 void srv_gen_detach(srv_gen *g);
 /* Cancel every generation (the drain deadline). */
 void srv_gen_cancel_all(vkpt_server *s);
+/* Answer an error for a request that is in no engine (refused or parked
+ * by admission), then close it. `extra_headers` is NULL or header lines. */
+void srv_gen_fail(srv_gen *g, int status, const char *param, const char *code, const char *msg,
+                  const char *extra_headers);
+/* A parked request got its replica: submit it to `engine`. */
+void srv_gen_resume(srv_gen *g, vkpt_engine *engine);
 
 /* Render a chat for model `m` as its template does (system prompt added,
  * generation prompt per spec) and tokenize it; or tokenize a completion

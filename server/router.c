@@ -2,6 +2,7 @@
 #include "router.h"
 
 #include "auth.h"
+#include "endpoints.h"
 #include "server_int.h"
 
 #include <stdio.h>
@@ -18,6 +19,27 @@ const srv_route srv_routes[] = {
     {HTTP_GET, "/health", srv_h_health, SRV_ROUTE_PUBLIC | SRV_ROUTE_DRAIN_OK},
     {HTTP_GET, "/ready", srv_h_ready, SRV_ROUTE_DRAIN_OK},
     {HTTP_GET, "/metrics", srv_h_metrics, SRV_ROUTE_DRAIN_OK},
+    /* Databricks' serving-endpoints API (endpoints.c, docs/PROVISIONING.md) */
+    {HTTP_POST, "/api/2.0/serving-endpoints", srv_h_ep_create, 0},
+    {HTTP_GET, "/api/2.0/serving-endpoints", srv_h_ep_list, 0},
+    {HTTP_GET, "/api/2.0/serving-endpoints/get-model-optimization-info/{model}/{version}",
+     srv_h_ep_optinfo, 0},
+    {HTTP_GET, "/api/2.0/serving-endpoints/{name}", srv_h_ep_get, 0},
+    {HTTP_DELETE, "/api/2.0/serving-endpoints/{name}", srv_h_ep_delete, 0},
+    {HTTP_PUT, "/api/2.0/serving-endpoints/{name}/config", srv_h_ep_update, 0},
+    {HTTP_GET, "/api/2.0/serving-endpoints/{name}/metrics", srv_h_ep_metrics, SRV_ROUTE_DRAIN_OK},
+    {HTTP_POST, "/serving-endpoints/{name}/invocations", srv_h_ep_invoke, 0},
+    /* Databricks' OpenAI-compatible base URL: model = an endpoint name */
+    {HTTP_POST, "/serving-endpoints/chat/completions", srv_h_chat_completions, 0},
+    {HTTP_POST, "/serving-endpoints/completions", srv_h_completions, 0},
+    {HTTP_POST, "/serving-endpoints/embeddings", srv_h_embeddings, 0},
+    /* the model registry */
+    {HTTP_GET, "/api/2.0/vkpt/registered-models", srv_h_reg_list, 0},
+    {HTTP_POST, "/api/2.0/vkpt/registered-models", srv_h_reg_create, 0},
+    {HTTP_GET, "/api/2.0/vkpt/registered-models/{model}", srv_h_reg_get, 0},
+    {HTTP_GET, "/api/2.0/vkpt/registered-models/{model}/versions/{version}", srv_h_reg_version, 0},
+    {HTTP_DELETE, "/api/2.0/vkpt/registered-models/{model}/versions/{version}",
+     srv_h_reg_delete_version, 0},
 };
 const size_t srv_n_routes = sizeof srv_routes / sizeof srv_routes[0];
 

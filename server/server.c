@@ -8,6 +8,7 @@
  * so nothing it points at is freed earlier) and every handle is closed. */
 #include "server_int.h"
 
+#include "endpoints.h"
 #include "request.h"
 #include "router.h"
 
@@ -36,7 +37,8 @@ srv_model *srv_model_find(vkpt_server *s, const char *name)
         for (size_t k = 0; k < m->n_aliases; k++)
             if (!strcmp(m->aliases[k], name)) return m;
     }
-    return NULL;
+    /* a provisioned endpoint's name (OpenAI routes accept those too) */
+    return srv_ep_find_model(s, name);
 }
 
 /* ---- create / destroy ---------------------------------------------------------- */
@@ -91,6 +93,12 @@ static void model_free(srv_model *m)
     vkpt_free(m->system_prompt);
 }
 
+void srv_model_free_fields(srv_model *m)
+{
+    model_free(m);
+    memset(m, 0, sizeof *m);
+}
+
 void vkpt_server_destroy(vkpt_server *s)
 {
     if (!s) return;
@@ -105,6 +113,7 @@ void vkpt_server_destroy(vkpt_server *s)
         uv_run(&s->loop, UV_RUN_NOWAIT);
         if (uv_loop_close(&s->loop)) VKPT_LOGW("server: the event loop still had handles open");
     }
+    srv_ep_destroy(s); /* replicas and their engines: nothing calls back any more */
     for (size_t i = 0; i < s->n_models; i++) model_free(&s->models[i]);
     vkpt_free(s->models);
     for (size_t i = 0; i < s->n_keys; i++) vkpt_free(s->keys[i]);
@@ -119,6 +128,30 @@ void vkpt_server_destroy(vkpt_server *s)
 static bool name_taken(vkpt_server *s, const char *name)
 {
     return srv_model_find(s, name) != NULL;
+}
+
+int srv_model_init_fields(srv_model *m, const char *id, const vkpt_tokenizer *tok, uint32_t n_ctx,
+                          const char *chat_template, const char *system_prompt)
+{
+    memset(m, 0, sizeof *m);
+    m->tok = tok;
+    m->n_ctx = n_ctx;
+    int32_t tv = vkpt_tokenizer_n_vocab(tok);
+    m->n_vocab = tv > 0 ? (uint32_t)tv : 0;
+    m->created = srv_unix_time();
+    srv_model_metrics_init(&m->m);
+    if (!(m->id = vkpt_strdup(id))) return vkpt_fail(VKPT_ENOMEM, "model");
+    if (system_prompt && !(m->system_prompt = vkpt_strdup(system_prompt))) {
+        srv_model_free_fields(m);
+        return vkpt_fail(VKPT_ENOMEM, "model");
+    }
+    int err = 0;
+    if (chat_template)
+        err = vkpt_chat_template_create(chat_template, strlen(chat_template), &m->tpl);
+    else if (!vkpt_tokenizer_chat_template(tok))
+        err = vkpt_chat_template_create(fallback_template, sizeof fallback_template - 1, &m->tpl);
+    if (err) srv_model_free_fields(m);
+    return err;
 }
 
 /* A registry entry over an engine or (engine NULL) an embedder. */
@@ -211,6 +244,7 @@ void srv_maybe_finish_drain(vkpt_server *s)
     if (s->state != SRV_DRAINING || s->n_gens) return;
     srv_http_close_all(s);
     s->state = SRV_STOPPED;
+    srv_ep_stop(s);
     uv_timer_stop(&s->drain_timer);
     close_handle((uv_handle_t *)&s->drain_timer);
     close_handle((uv_handle_t *)&s->stop_async);
@@ -273,11 +307,13 @@ static void loop_thread(void *arg)
 int vkpt_server_start(vkpt_server *s)
 {
     if (!s || s->state != SRV_NEW) return vkpt_fail(VKPT_ESTATE, "the server was started already");
-    if (!s->n_models) return vkpt_fail(VKPT_EINVAL, "the server has no model to serve");
+    if (!s->n_models && !srv_ep_enabled(s))
+        return vkpt_fail(VKPT_EINVAL, "the server has no model to serve");
     /* A peer closing its socket must be an error code, not a signal. */
     signal(SIGPIPE, SIG_IGN);
     int err = srv_http_listen(s);
     if (err) return err;
+    if ((err = srv_ep_start(s))) return err;
     uv_async_init(&s->loop, &s->stop_async, on_stop_async);
     s->stop_async.data = s;
     uv_timer_init(&s->loop, &s->drain_timer);

@@ -31,6 +31,10 @@ typedef struct srv_model {
     uint32_t n_ctx, n_vocab;
     int64_t created; /* unix seconds when added */
     srv_model_metrics m;
+    /* a provisioned endpoint's served entity: admission decides the engine
+     * (engine is NULL then); NULL for a model served directly */
+    const struct srv_admission *adm;
+    void *adm_ud;
 } srv_model;
 
 enum srv_state { SRV_NEW = 0, SRV_RUNNING, SRV_DRAINING, SRV_STOPPED };
@@ -64,6 +68,7 @@ struct vkpt_server {
     uint64_t start_ns;
 
     srv_http_metrics http_metrics;
+    struct srv_ep *ep; /* provisioned endpoints (endpoints.h), NULL when not enabled */
     char readbuf[64 * 1024];
 };
 
@@ -77,5 +82,13 @@ void srv_maybe_finish_drain(vkpt_server *s);
 
 /* Time since the Unix epoch, seconds. */
 int64_t srv_unix_time(void);
+
+/* Fill a model entry that is not in s->models (a provisioned endpoint's
+ * served entity): id, tokenizer, context, chat template (override, the
+ * tokenizer's, or the plain fallback), system prompt, metrics. Free with
+ * srv_model_free_fields. */
+int srv_model_init_fields(srv_model *m, const char *id, const vkpt_tokenizer *tok, uint32_t n_ctx,
+                          const char *chat_template, const char *system_prompt);
+void srv_model_free_fields(srv_model *m);
 
 #endif

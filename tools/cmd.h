@@ -12,6 +12,9 @@
     X(synth, "write a random-weight model at real shapes")   \
     X(quantize, "quantize a GGUF file or HF folder to GGUF") \
     X(serve, "serve a model over HTTP (OpenAI API)")         \
+    X(register, "register a model version (catalog.schema)") \
+    X(models, "list registered models (system.ai included)") \
+    X(calibrate, "measure a model's throughput chunk size")  \
     X(embed, "embed text with an encoder model (vectors)")   \
     X(loadgen, "load-test an OpenAI-compatible endpoint")    \
     X(bench, "benchmarks: memory bandwidth (more to come)")  \

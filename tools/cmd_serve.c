@@ -6,6 +6,7 @@
  * config file (--config) whose keys are the long flag names. */
 #define _GNU_SOURCE
 #include "cmd.h"
+#include "vkpt/registry.h"
 #include "vkpt/server.h"
 
 #include <cjson/cJSON.h>
@@ -56,7 +57,20 @@ static void usage(FILE *f)
         "      --pooling P          the endpoint's pooling: cls, mean or last (default: the\n"
         "                           model's files', else mean)\n"
         "      --normalize, --no-normalize  the endpoint's L2 normalisation (default: the\n"
-        "                           model's files', else off)\n");
+        "                           model's files', else off)\n\n"
+        "Provisioned-throughput endpoints (Databricks' /api/2.0/serving-endpoints; see\n"
+        "docs/PROVISIONING.md) and registered models live in the data directory; every\n"
+        "stored endpoint is served. With no endpoints stored and no -m, the bundled model\n"
+        "is served directly.\n"
+        "      --data-dir DIR       the data directory (default $VKPT_DATA_DIR, else\n"
+        "                           $XDG_DATA_HOME/vkpt, else ~/.local/share/vkpt)\n"
+        "      --models-dir DIR     the system.ai catalog's folder (default DATA_DIR/models)\n"
+        "      --autoscale-interval S  autoscaler tick (default 1)\n"
+        "      --scale-down-delay S    lower demand this long before a replica goes (default 60)\n"
+        "      --scale-to-zero-delay S idle this long before scaling to zero (default 900)\n"
+        "      --calibration-seconds S time per concurrency level of a calibration (default 10)\n"
+        "      --test-chunk-size N  TESTS ONLY: every model's chunk size is N tokens/s instead\n"
+        "                           of the measured one\n");
 }
 
 enum {
@@ -83,6 +97,13 @@ enum {
     O_POOLING,
     O_NORMALIZE,
     O_NO_NORMALIZE,
+    O_DATA_DIR,
+    O_MODELS_DIR,
+    O_ASI,
+    O_SCALE_DOWN,
+    O_STZ,
+    O_CALIB_S,
+    O_TEST_CHUNK,
     O_CONFIG,
     O_QUIET,
 };
@@ -111,6 +132,13 @@ static const struct option long_opts[] = {{"model", required_argument, 0, 'm'},
                                           {"pooling", required_argument, 0, O_POOLING},
                                           {"normalize", no_argument, 0, O_NORMALIZE},
                                           {"no-normalize", no_argument, 0, O_NO_NORMALIZE},
+                                          {"data-dir", required_argument, 0, O_DATA_DIR},
+                                          {"models-dir", required_argument, 0, O_MODELS_DIR},
+                                          {"autoscale-interval", required_argument, 0, O_ASI},
+                                          {"scale-down-delay", required_argument, 0, O_SCALE_DOWN},
+                                          {"scale-to-zero-delay", required_argument, 0, O_STZ},
+                                          {"calibration-seconds", required_argument, 0, O_CALIB_S},
+                                          {"test-chunk-size", required_argument, 0, O_TEST_CHUNK},
                                           {"config", required_argument, 0, O_CONFIG},
                                           {"quiet", no_argument, 0, O_QUIET},
                                           {"help", no_argument, 0, 'h'},
@@ -126,6 +154,9 @@ typedef struct serve_cfg {
     uint64_t max_body;
     bool no_prefix, no_bi, quiet;
     int pooling, normalize; /* embedding models: enum vkpt_pooling, enum vkpt_normalize */
+    const char *data_dir, *models_dir;
+    double autoscale_s, scale_down_s, scale_zero_s, calib_s;
+    long test_chunk;
     const char *keys[MAX_KEYS];
     size_t n_keys;
     bool set[O_QUIET + 1]; /* given as a flag */
@@ -139,6 +170,17 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
     if (errno || end == s || *end || v < lo || v > hi)
         return vkpt_fail(VKPT_EINVAL, "--%s takes an integer from %ld to %ld; got '%s'", flag, lo,
                          hi, s);
+    *out = v;
+    return 0;
+}
+
+static int parse_secs(const char *flag, const char *s, double lo, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo) || v > 864000)
+        return vkpt_fail(VKPT_EINVAL, "--%s takes seconds (at least %g); got '%s'", flag, lo, s);
     *out = v;
     return 0;
 }
@@ -193,6 +235,13 @@ static int apply(serve_cfg *c, int id, const char *v)
             return vkpt_fail(VKPT_EINVAL, "--pooling takes cls, mean or last; got '%s'", v);
         return 0;
     case O_NORMALIZE: c->normalize = VKPT_NORMALIZE_ON; return 0;
+    case O_DATA_DIR: c->data_dir = v; return 0;
+    case O_MODELS_DIR: c->models_dir = v; return 0;
+    case O_ASI: return parse_secs("autoscale-interval", v, 0.01, &c->autoscale_s);
+    case O_SCALE_DOWN: return parse_secs("scale-down-delay", v, 0.01, &c->scale_down_s);
+    case O_STZ: return parse_secs("scale-to-zero-delay", v, 0.01, &c->scale_zero_s);
+    case O_CALIB_S: return parse_secs("calibration-seconds", v, 0.1, &c->calib_s);
+    case O_TEST_CHUNK: return parse_long("test-chunk-size", v, 1, 1L << 40, &c->test_chunk);
     case O_NO_NORMALIZE: c->normalize = VKPT_NORMALIZE_OFF; return 0;
     }
     return vkpt_fail(VKPT_EINVAL, "unknown setting");
@@ -358,6 +407,7 @@ int cmd_serve(int argc, char **argv)
     vkpt_engine *e = NULL;
     vkpt_embedder *emb = NULL;
     vkpt_server *srv = NULL;
+    vkpt_store *store = NULL;
     int err = 0, status = 0;
     if (config_path) {
         char *text = read_file(config_path, NULL);
@@ -410,7 +460,55 @@ int cmd_serve(int argc, char **argv)
     };
     if ((err = vkpt_server_create(&so, &srv))) goto done;
 
+    /* the data directory: registered models (system.ai synced) and endpoints */
+    char data_dir[4096], models_dir[4200];
+    size_t n_stored = 0;
+    err = vkpt_registry_data_dir(c.data_dir, data_dir, sizeof data_dir);
+    if (!err) err = vkpt_registry_open(data_dir, &store);
+    if (err && !c.data_dir) {
+        /* only an explicit --data-dir must work: a read-only home still serves -m */
+        VKPT_LOGW("serve: no data directory (%s): serving without endpoints", vkpt_errmsg(err));
+        err = 0;
+    }
+    if (err) goto done;
+    if (store) {
+        snprintf(models_dir, sizeof models_dir, "%s/models", data_dir);
+        int r = vkpt_registry_sync_system(store, VKPT_DEFAULT_MODEL,
+                                          c.models_dir ? c.models_dir : models_dir);
+        if (r < 0) {
+            err = r;
+            goto done;
+        }
+        n_stored = vkpt_server_stored_endpoints(store);
+    }
+
     if ((err = tool_open_device(c.device, &inst, &dev))) goto done;
+    if (store) {
+        vkpt_server_endpoint_opts eo = {
+            .store = store,
+            .devices = &dev,
+            .n_devices = 1,
+            .n_ctx = (uint32_t)c.ctx,
+            .max_seqs = (uint32_t)c.parallel,
+            .kv_tokens = (uint32_t)c.kv_tokens,
+            .max_step_tokens = (uint32_t)c.step_tokens,
+            .no_prefix_cache = c.no_prefix,
+            .batch_invariant = !c.no_bi,
+            .autoscale_interval_s = c.autoscale_s,
+            .scale_down_delay_s = c.scale_down_s,
+            .scale_to_zero_delay_s = c.scale_zero_s,
+            .calibration_level_s = c.calib_s,
+            .test_chunk_size = (uint64_t)c.test_chunk,
+        };
+        if ((err = vkpt_server_enable_endpoints(srv, &eo))) goto done;
+    }
+    /* the model served directly: -m, or the bundled one when no endpoint is stored */
+    if (!c.model && n_stored) {
+        VKPT_LOGI("serve: %zu endpoint%s stored in %s; no model served directly (give -m for "
+                  "one)",
+                  n_stored, n_stored == 1 ? "" : "s", data_dir);
+        goto start;
+    }
     vkpt_model_opts mo = VKPT_MODEL_OPTS_DEFAULT;
     mo.n_ctx = (uint32_t)c.ctx;
     if (c.quantize) mo.quantize = !strcasecmp(c.quantize, "q8_0") ? 8 : 12;
@@ -451,17 +549,25 @@ int cmd_serve(int argc, char **argv)
         if ((err = vkpt_engine_create(m, &eo, &e))) goto done;
         if ((err = vkpt_server_add_model(srv, id, e, &smo))) goto done;
     }
+start:
     if ((err = vkpt_server_start(srv))) goto done;
-    fprintf(stderr, "vkpt serve: listening on http://%s%s%s:%d (model \"%s\"%s)\n",
+    char what[300];
+    if (m)
+        snprintf(what, sizeof what, "model \"%s\"", id);
+    else
+        snprintf(what, sizeof what, "%zu stored endpoint%s", n_stored, n_stored == 1 ? "" : "s");
+    fprintf(stderr, "vkpt serve: listening on http://%s%s%s:%d (%s%s%s%s)\n",
             c.host && strchr(c.host, ':') ? "[" : "", c.host ? c.host : "127.0.0.1",
-            c.host && strchr(c.host, ':') ? "]" : "", vkpt_server_port(srv), id,
+            c.host && strchr(c.host, ':') ? "]" : "", vkpt_server_port(srv), what,
+            store ? ", endpoints in " : "", store ? data_dir : "",
             c.n_keys ? ", API keys required" : "");
     status = vkpt_server_wait(srv);
 done:
-    vkpt_server_destroy(srv); /* before the engine: it holds requests on it */
+    vkpt_server_destroy(srv); /* before the engines: it holds requests on them */
     vkpt_engine_destroy(e);
     vkpt_embedder_destroy(emb);
     vkpt_model_destroy(m);
+    vkpt_store_close(store);
     vkpt_device_destroy(dev);
     vkpt_instance_destroy(inst);
     cJSON_Delete(config);

@@ -67,6 +67,11 @@ typedef struct vkpt_model_info {
 int vkpt_model_load(vkpt_device *dev, const char *path, const vkpt_model_opts *opts,
                     vkpt_model **out);
 void vkpt_model_destroy(vkpt_model *m);
+/* Describe the model at `path` from its files alone (no device, no weights
+ * read): the vkpt_model_info a load would give, less weight_bytes (0) and
+ * with n_params counting every tensor. Fails as loading would on a file it
+ * cannot read (VKPT_EFORMAT, VKPT_EUNSUPPORTED, VKPT_EIO). */
+int vkpt_model_probe(const char *path, vkpt_model_info *out);
 const vkpt_model_info *vkpt_model_get_info(const vkpt_model *m);
 /* The model's tokenizer (owned by the model). */
 const vkpt_tokenizer *vkpt_model_tokenizer(const vkpt_model *m);

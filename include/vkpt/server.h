@@ -19,6 +19,7 @@
 
 #include "vkpt/embed.h"
 #include "vkpt/engine.h"
+#include "vkpt/store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -75,6 +76,33 @@ int vkpt_server_add_model(vkpt_server *s, const char *id, vkpt_engine *engine,
  * embedder's longest input. The embedder must outlive the server. */
 int vkpt_server_add_embedder(vkpt_server *s, const char *id, vkpt_embedder *embedder,
                              const vkpt_server_model_opts *opts);
+
+/* Provisioned-throughput endpoints (Databricks' serving-endpoints API,
+ * docs/PROVISIONING.md): endpoints and registered models live in `store`;
+ * replicas of the endpoints' models are placed on the devices' compute
+ * queues (one device arbiter per queue). */
+typedef struct vkpt_server_endpoint_opts {
+    vkpt_store *store;           /* must outlive the server */
+    vkpt_device *const *devices; /* devices replicas may use (must outlive the server) */
+    size_t n_devices;
+    /* each replica's engine (0: the engine's defaults; n_ctx also capped by the model) */
+    uint32_t n_ctx, max_seqs, kv_tokens, max_step_tokens;
+    bool no_prefix_cache, batch_invariant;
+    double autoscale_interval_s;  /* autoscaler tick (0: 1 s) */
+    double scale_down_delay_s;    /* lower demand this long before a replica goes (0: 60 s) */
+    double scale_to_zero_delay_s; /* idle this long before scaling to zero (0: 900 s) */
+    double calibration_level_s;   /* calibration time per concurrency level (0: 10 s) */
+    /* TESTS ONLY: every model's throughput chunk size in tokens/s instead of
+     * the measured one (0: measured). Lets a test provision fractions of a
+     * slow device; optimization info then reports this value. */
+    uint64_t test_chunk_size;
+} vkpt_server_endpoint_opts;
+
+/* Enable endpoints (before start). The stored endpoints are restored when
+ * the server starts. VKPT_EINVAL without a store or a device. */
+int vkpt_server_enable_endpoints(vkpt_server *s, const vkpt_server_endpoint_opts *opts);
+/* Endpoints stored in `store` (for vkpt serve's default model choice). */
+size_t vkpt_server_stored_endpoints(vkpt_store *store);
 
 /* Bind and listen, then start the loop thread. Fails (and nothing runs) with
  * VKPT_EIO and the reason when the address cannot be bound. */

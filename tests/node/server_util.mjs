@@ -14,11 +14,12 @@ export function vkptBin() {
 }
 
 // Start `vkpt serve --port 0 ...args`; resolves once it prints its address.
-export function startServer(args = [], { timeoutMs = 60000 } = {}) {
+// `env`: extra environment variables for the server.
+export function startServer(args = [], { timeoutMs = 60000, env = {} } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(vkptBin(), ['serve', '--host', '127.0.0.1', '--port', '0', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env },
+      env: { ...process.env, ...env },
     });
     let log = '';
     let settled = false;

@@ -1,0 +1,271 @@
+/* Calibration: the tokens/s one replica of a model sustains on its device
+ * under a fixed workload, which becomes the model's throughput chunk size
+ * (include/vkpt/provision.h, docs/PROVISIONING.md).
+ *
+ * One engine (no prefix cache: every prompt is distinct anyway) is kept
+ * busy with `c` requests: each finished request is replaced at once, so the
+ * batch stays full. The rate is the engine's own token counters (prompt
+ * tokens prefilled + tokens generated) between two completions (see
+ * run_level). Levels double c until two in a row gain less than 5% over the
+ * best. */
+#define _GNU_SOURCE
+#include "vkpt/provision.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_INFLIGHT 256
+
+typedef struct calib_slot {
+    struct calib_run *run;
+    vkpt_request *rq;
+    bool busy;
+    bool done;
+} calib_slot;
+
+typedef struct calib_run {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    calib_slot slots[MAX_INFLIGHT];
+    uint32_t finished; /* DONE events since the last look */
+    int err;           /* a request that failed */
+} calib_run;
+
+static void on_event(const vkpt_gen_event *ev, void *ud)
+{
+    calib_slot *s = ud;
+    if (ev->type != VKPT_EV_DONE) return;
+    calib_run *r = s->run;
+    pthread_mutex_lock(&r->mu);
+    s->done = true;
+    r->finished++;
+    for (uint32_t c = 0; c < VKPT_MAX_CHOICES; c++)
+        if (ev->finish[c] == VKPT_FINISH_ERROR && !r->err) r->err = ev->err ? ev->err : VKPT_EIO;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static uint64_t tokens_done(vkpt_engine *e)
+{
+    vkpt_engine_stats st;
+    vkpt_engine_get_stats(e, &st);
+    return st.prompt_tokens + st.generated_tokens;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7fb5d329728ea185ull;
+    x ^= x >> 27;
+    x *= 0x81dadef4bc2dd44dull;
+    return x ^ (x >> 33);
+}
+
+/* A distinct prompt per request: pseudo-random ids in the upper three
+ * quarters of the vocabulary (clear of the specials at its start). */
+static void make_prompt(int32_t *p, uint32_t n, uint32_t n_vocab, uint64_t seq)
+{
+    uint32_t lo = n_vocab / 4, span = n_vocab - lo;
+    for (uint32_t i = 0; i < n; i++)
+        p[i] = (int32_t)(lo + mix(seq * 0x9E3779B97F4A7C15ull + i) % span);
+}
+
+static int submit(vkpt_engine *e, calib_slot *s, int32_t *prompt, uint32_t n_in,
+                  const vkpt_gen_params *gp, uint32_t n_vocab, uint64_t seq)
+{
+    make_prompt(prompt, n_in, n_vocab, seq);
+    s->done = false;
+    s->busy = true;
+    int err = vkpt_engine_submit(e, prompt, n_in, gp, on_event, s, &s->rq);
+    if (err) s->busy = false;
+    return err;
+}
+
+static void abs_after(struct timespec *ts, uint64_t ns_from_now)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    uint64_t t = (uint64_t)ts->tv_nsec + ns_from_now % 1000000000ull;
+    ts->tv_sec += (time_t)(ns_from_now / 1000000000ull + t / 1000000000ull);
+    ts->tv_nsec = (long)(t % 1000000000ull);
+}
+
+/* One level: c requests in flight, each replaced as it finishes, for at
+ * least `secs`. The rate is the engine's token count between the first and
+ * the last completion of the level, so the window starts in steady state and
+ * ends on a request boundary (at c = 1 it holds whole requests only); the
+ * level goes on (up to 6 x secs) until that window spans half of secs. When
+ * requests are too long for that (high concurrency on a slow device), the
+ * count runs from a third of the way in to the end instead. (The counters
+ * move by whole steps, so a window should hold many of them.) */
+static int run_level(vkpt_engine *e, calib_run *r, uint32_t c, double secs, int32_t *prompt,
+                     uint32_t n_in, const vkpt_gen_params *gp, uint32_t n_vocab, uint64_t *seq,
+                     double *tps)
+{
+    int err = 0;
+    for (uint32_t i = 0; i < c && !err; i++)
+        err = submit(e, &r->slots[i], prompt, n_in, gp, n_vocab, (*seq)++);
+    uint64_t t0 = vkpt_now_ns(), t_end = t0 + (uint64_t)(secs * 1e9),
+             t_hard = t0 + (uint64_t)(6 * secs * 1e9), min_win = (uint64_t)(secs / 2 * 1e9);
+    uint64_t t_third = t0 + (uint64_t)(secs / 3 * 1e9), third_tok = 0;
+    uint64_t first_t = 0, first_tok = 0, last_t = 0, last_tok = 0;
+    pthread_mutex_lock(&r->mu);
+    while (!err && !r->err) {
+        uint32_t finished = 0;
+        for (uint32_t i = 0; i < c && !err; i++) {
+            calib_slot *s = &r->slots[i];
+            if (!s->busy || !s->done) continue;
+            finished++;
+            pthread_mutex_unlock(&r->mu);
+            vkpt_request_release(s->rq);
+            s->rq = NULL;
+            s->busy = false;
+            err = submit(e, s, prompt, n_in, gp, n_vocab, (*seq)++);
+            pthread_mutex_lock(&r->mu);
+        }
+        r->finished = 0;
+        uint64_t now = vkpt_now_ns();
+        if (!third_tok && now >= t_third) {
+            t_third = now;
+            third_tok = tokens_done(e) + 1; /* +1: taken (0 is "not yet") */
+        }
+        if (finished) {
+            uint64_t tok = tokens_done(e);
+            if (!first_t) {
+                first_t = now;
+                first_tok = tok;
+            } else {
+                last_t = now;
+                last_tok = tok;
+            }
+        }
+        if (err || now >= t_hard || (now >= t_end && last_t && last_t - first_t >= min_win)) break;
+        uint64_t wake = now < t_third && !third_tok ? t_third : now < t_end ? t_end : t_hard;
+        if (r->finished == 0) {
+            struct timespec ts;
+            abs_after(&ts, wake - now);
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+    }
+    if (!err) err = r->err;
+    uint64_t t_stop = vkpt_now_ns(), tok_stop = tokens_done(e);
+    pthread_mutex_unlock(&r->mu);
+    /* stop this level: cancel what is still running, wait for every DONE */
+    for (uint32_t i = 0; i < c; i++)
+        if (r->slots[i].busy) vkpt_request_cancel(r->slots[i].rq);
+    pthread_mutex_lock(&r->mu);
+    for (uint32_t i = 0; i < c; i++)
+        while (r->slots[i].busy && !r->slots[i].done) pthread_cond_wait(&r->cv, &r->mu);
+    r->finished = 0;
+    pthread_mutex_unlock(&r->mu);
+    for (uint32_t i = 0; i < c; i++)
+        if (r->slots[i].busy) {
+            vkpt_request_release(r->slots[i].rq);
+            r->slots[i].rq = NULL;
+            r->slots[i].busy = false;
+        }
+    if (err) return err;
+    VKPT_LOGD("calibrate: c=%u: first completion at %.2f s (%llu tokens), last at %.2f s (%llu), "
+              "stop at %.2f s (%llu)",
+              c, first_t ? (double)(first_t - t0) / 1e9 : -1.0, (unsigned long long)first_tok,
+              last_t ? (double)(last_t - t0) / 1e9 : -1.0, (unsigned long long)last_tok,
+              (double)(t_stop - t0) / 1e9, (unsigned long long)tok_stop);
+    if (last_t && last_t - first_t >= min_win) {
+        *tps = (double)(last_tok - first_tok) / ((double)(last_t - first_t) / 1e9);
+    } else {
+        *tps = third_tok && t_stop > t_third
+                   ? (double)(tok_stop - (third_tok - 1)) / ((double)(t_stop - t_third) / 1e9)
+                   : 0;
+    }
+    return 0;
+}
+
+int vkpt_calibrate(vkpt_model *m, const vkpt_calib_opts *opts, vkpt_calib_result *out)
+{
+    if (!m || !out) return vkpt_fail(VKPT_EINVAL, "vkpt_calibrate: NULL");
+    memset(out, 0, sizeof *out);
+    vkpt_calib_opts o = {0};
+    if (opts) o = *opts;
+    const vkpt_model_info *mi = vkpt_model_get_info(m);
+    if (!mi->causal)
+        return vkpt_fail(VKPT_EUNSUPPORTED, "calibration runs generation; %s is an embedding model",
+                         mi->name);
+    uint32_t ctx =
+        o.n_ctx ? o.n_ctx : (mi->n_ctx_train && mi->n_ctx_train < 4096 ? mi->n_ctx_train : 4096);
+    uint32_t in = o.input_tokens ? o.input_tokens : (ctx * 3 / 4 < 2048 ? ctx * 3 / 4 : 2048);
+    uint32_t outn = o.output_tokens ? o.output_tokens : (ctx / 8 < 256 ? ctx / 8 : 256);
+    if (in < 1) in = 1;
+    if (outn < 1) outn = 1;
+    if (in + outn > ctx)
+        return vkpt_fail(VKPT_ERANGE,
+                         "calibration requests of %u + %u tokens exceed the context %u", in, outn,
+                         ctx);
+    uint32_t max_c = o.max_concurrency ? o.max_concurrency : 64;
+    if (max_c > MAX_INFLIGHT) max_c = MAX_INFLIGHT;
+    double secs = o.level_seconds > 0 ? o.level_seconds : 10;
+    vkpt_engine_opts eo = {
+        .n_ctx = ctx,
+        .max_seqs = max_c,
+        .queue = o.queue,
+        .no_prefix_cache = true,
+        .batch_invariant = true,
+    };
+    vkpt_engine *e = NULL;
+    int err = vkpt_engine_create(m, &eo, &e);
+    if (err) return err;
+    int32_t *prompt = vkpt_malloc(in * sizeof *prompt);
+    calib_run *r = vkpt_calloc(1, sizeof *r);
+    if (!prompt || !r) {
+        vkpt_free(prompt);
+        vkpt_free(r);
+        vkpt_engine_destroy(e);
+        return vkpt_fail(VKPT_ENOMEM, "calibration");
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    for (uint32_t i = 0; i < MAX_INFLIGHT; i++) r->slots[i].run = r;
+    /* levels stop where the KV cache could no longer hold every request whole */
+    vkpt_engine_stats st;
+    vkpt_engine_get_stats(e, &st);
+    uint32_t fit = st.kv_blocks_total / ((in + outn + 15) / 16);
+    if (fit < 1) fit = 1;
+    if (max_c > fit) max_c = fit;
+    vkpt_gen_params gp = {.max_tokens = outn, .n = 1, .ignore_eos = true};
+    gp.sampling.temperature = 0;
+    uint64_t t_start = vkpt_now_ns(), seq = 1;
+    uint32_t flat = 0;
+    out->input_tokens = in;
+    out->output_tokens = outn;
+    out->n_ctx = ctx;
+    for (uint32_t c = 1; c <= max_c && out->n_levels < VKPT_CALIB_MAX_LEVELS; c *= 2) {
+        double tps = 0;
+        err = run_level(e, r, c, secs, prompt, in, &gp, mi->n_vocab, &seq, &tps);
+        if (err) break;
+        out->levels[out->n_levels].concurrency = c;
+        out->levels[out->n_levels].tokens_per_s = tps;
+        out->n_levels++;
+        if (o.progress) o.progress(o.ud, c, tps);
+        VKPT_LOGD("calibrate: %s concurrency %u: %.1f tokens/s", mi->name, c, tps);
+        if (tps >= out->tokens_per_s * 1.05) {
+            flat = 0;
+        } else if (++flat >= 2) {
+            if (tps > out->tokens_per_s) out->tokens_per_s = tps, out->concurrency = c;
+            break;
+        }
+        if (tps > out->tokens_per_s) {
+            out->tokens_per_s = tps;
+            out->concurrency = c;
+        }
+    }
+    out->seconds = (double)(vkpt_now_ns() - t_start) / 1e9;
+    out->chunk_size = vkpt_chunk_round(out->tokens_per_s);
+    vkpt_engine_destroy(e);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    vkpt_free(r);
+    vkpt_free(prompt);
+    if (!err && out->tokens_per_s <= 0)
+        err = vkpt_fail(VKPT_EIO, "calibration measured no throughput (levels of %.1f s)", secs);
+    return err;
+}
