@@ -17,7 +17,7 @@
     X(calibrate, "measure a model's throughput chunk size")  \
     X(embed, "embed text with an encoder model (vectors)")   \
     X(loadgen, "load-test an OpenAI-compatible endpoint")    \
-    X(bench, "benchmarks: memory bandwidth (more to come)")  \
+    X(bench, "benchmarks: memory, kernels, model pp/tg")     \
     X(tokenize, "text to token ids and back (JSON lines)")   \
     X(template, "render a model's chat template")
 
