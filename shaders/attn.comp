@@ -5,7 +5,9 @@
  * read as u32 pairs. Block table: u32; sequence s's logical block i is
  * bt[bt_start(s) + i]. meta (u32): the sequence records
  *   meta[4s .. 4s+3] = {q_start, q_len, kv_len, bt_start}
- * then the work items this dispatch covers, at items_off:
+ * then the work items this dispatch covers, at items_off (or, when
+ * pc.n_items is 0xffffffff, meta[pc.items_off] items at meta[pc.items_off + 1]:
+ * the counts of a replayed command buffer's step, see vkpt_attn_plan_indirect):
  *   prefill: {seq, t0}        query rows t0 .. t0+BT-1 of the sequence
  *   decode:  {seq, k0, k1}    the one query row, keys k0 .. k1-1 (a split)
  * Query row t of s is at absolute position kv_len - q_len + t; with causal
@@ -96,15 +98,21 @@ void main()
     uint lid = gl_LocalInvocationID.x;
     uint hkv = gl_WorkGroupID.y / pc.n_hsplit;
     uint g0 = (gl_WorkGroupID.y - hkv * pc.n_hsplit) * GH; /* first head of the slice in the group */
-    for (uint it = gl_WorkGroupID.x; it < pc.n_items; it += gl_NumWorkGroups.x) {
+    /* n_items == ~0: a replayed step's counts, {n_items, items_off} at meta[items_off] */
+    uint n_items = pc.n_items, items_off = pc.items_off;
+    if (n_items == 0xffffffffu) {
+        n_items = meta[pc.items_off];
+        items_off = meta[pc.items_off + 1u];
+    }
+    for (uint it = gl_WorkGroupID.x; it < n_items; it += gl_NumWorkGroups.x) {
 #ifdef DECODE
-        uint s = meta[pc.items_off + 3u * it];
-        uint k0 = meta[pc.items_off + 3u * it + 1u];
-        uint k1 = meta[pc.items_off + 3u * it + 2u];
+        uint s = meta[items_off + 3u * it];
+        uint k0 = meta[items_off + 3u * it + 1u];
+        uint k1 = meta[items_off + 3u * it + 2u];
         uint t0 = 0u;
 #else
-        uint s = meta[pc.items_off + 2u * it];
-        uint t0 = meta[pc.items_off + 2u * it + 1u];
+        uint s = meta[items_off + 2u * it];
+        uint t0 = meta[items_off + 2u * it + 1u];
 #endif
         uint q_start = meta[4u * s], q_len = meta[4u * s + 1u];
         uint kv_len = meta[4u * s + 2u], bt0 = meta[4u * s + 3u];

@@ -2,7 +2,8 @@
 /* Combine the split-K partial results of the decode attention
  * (attn.comp with DECODE) into the output rows (k_attn.c).
  *
- * meta at list_off: per decode sequence {seq, first item, item count};
+ * meta at list_off: per decode sequence {seq, first item, item count}
+ * (n_seqs 0xffffffff: the counts are meta[list_off], meta[list_off + 1]);
  * the sequence's output row is its q_start (meta[4*seq]). For head h:
  *   m = max_i m_i,  l = sum_i l_i e^(m_i - m),  out = sum_i acc_i e^(m_i - m) / l
  * Splits without any valid key (l_i = 0, m_i = -inf) weigh nothing.
@@ -22,10 +23,16 @@ void main()
 {
     uint h = gl_WorkGroupID.y;
     uint D = pc.head_dim;
-    for (uint ds = gl_WorkGroupID.x; ds < pc.n_seqs; ds += gl_NumWorkGroups.x) {
-        uint s = meta[pc.list_off + 3u * ds];
-        uint first = meta[pc.list_off + 3u * ds + 1u];
-        uint cnt = meta[pc.list_off + 3u * ds + 2u];
+    /* n_seqs == ~0: a replayed step's {n_seqs, list_off} at meta[list_off] */
+    uint n_seqs = pc.n_seqs, list_off = pc.list_off;
+    if (n_seqs == 0xffffffffu) {
+        n_seqs = meta[pc.list_off];
+        list_off = meta[pc.list_off + 1u];
+    }
+    for (uint ds = gl_WorkGroupID.x; ds < n_seqs; ds += gl_NumWorkGroups.x) {
+        uint s = meta[list_off + 3u * ds];
+        uint first = meta[list_off + 3u * ds + 1u];
+        uint cnt = meta[list_off + 3u * ds + 2u];
         uint row = meta[4u * s];
         float m = uintBitsToFloat(0xff800000u);
         for (uint i = 0; i < cnt; i++) m = max(m, ml[(first + i) * pc.n_head + h].x);

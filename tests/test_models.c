@@ -11,7 +11,9 @@
  *   - mixture of experts: the mixtral, qwen2_moe and dbrx fixtures as above
  *     (quantized: per-position bounds, routing flips allowed at a few), a
  *     Mixtral-shaped `vkpt synth` file's prefill equal to its decode, and
- *     batched == alone with experts. */
+ *     batched == alone with experts;
+ *   - command-buffer replay: a serving-like script of steps gives the same
+ *     results, bit for bit, replayed as recorded afresh, and replays. */
 #define _GNU_SOURCE
 #include "vk_fixture.h"
 
@@ -589,6 +591,145 @@ static void moe_batching_does_not_change_results(void **state)
     vkpt_model_destroy(m);
 }
 
+/* ---- command-buffer replay --------------------------------------------------------- */
+
+/* One step's results, everything a caller can see. */
+typedef struct replay_rec {
+    uint32_t n_out;
+    vkpt_step_out so[16];
+} replay_rec;
+
+enum { REPLAY_STEPS = 96 };
+
+/* A serving-like script on a fresh runner: prompts of several lengths alone
+ * and together, chunked prefill mixed with decodes (13 rows pad to a class
+ * of 16) that returns every chunk row's logits (13 output rows pad to 16),
+ * decode batches of 1..5 sequences whose contexts cross the decode split
+ * length, logit edits and temperatures that come and go. Tokens are each
+ * run's own greedy choices, so a wrong replay also derails what follows. */
+static void replay_script(vkpt_model *m, bool batch_invariant, bool no_replay, replay_rec *rec,
+                          float *last_row, vkpt_runner_stats *st)
+{
+    uint32_t V = vkpt_model_get_info(m)->n_vocab;
+    vkpt_runner_opts ro = {.n_ctx = 160,
+                           .max_seqs = 6,
+                           .max_step_tokens = 64,
+                           .batch_invariant = batch_invariant,
+                           .all_logits = true,
+                           .no_replay = no_replay};
+    vkpt_runner *r;
+    assert_int_equal(vkpt_runner_create(m, &ro, &r), 0);
+    static const uint32_t plen[5] = {7, 23, 40, 5, 3};
+    int32_t prompt[5][40], last[5];
+    uint64_t rng = 42;
+    for (int q = 0; q < 5; q++)
+        for (uint32_t i = 0; i < plen[q]; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            prompt[q][i] = (int32_t)((rng >> 33) % V);
+        }
+    int seq[5];
+    uint32_t fed[5] = {0}; /* prompt tokens already in the cache */
+    for (int q = 0; q < 5; q++) seq[q] = vkpt_runner_seq_open(r);
+    vkpt_logit_edit edits[2] = {{.id = 1, .rep = 1.3f, .delta = 0.5f},
+                                {.id = 2, .rep = 1, .delta = -2}};
+    for (int step = 0; step < REPLAY_STEPS; step++) {
+        vkpt_step_seq s[5];
+        uint32_t ns = 0;
+        /* which sequences run: 0 from the start, 1 and 2 join at step 2,
+         * 3 prefills in chunks of 10 from step 30, 4 joins at step 50, 1
+         * leaves for steps 70..79 */
+        for (int q = 0; q < 5; q++) {
+            bool on =
+                q == 0 || (q <= 2 && step >= 2) || (q == 3 && step >= 30) || (q == 4 && step >= 50);
+            if (q == 1 && step >= 70 && step < 80) on = false;
+            if (!on) continue;
+            vkpt_step_seq e = {.seq = seq[q], .want_logits = true, .temperature = 1};
+            if (fed[q] < plen[q]) {
+                uint32_t k = plen[q] - fed[q];
+                if (q == 3 && k > 10) k = 10;
+                e.tokens = prompt[q] + fed[q];
+                e.n_tokens = k;
+                e.want_logits = fed[q] + k == plen[q];
+                e.want_all_logits = q == 3;
+                fed[q] += k;
+            } else {
+                e.tokens = &last[q];
+                e.n_tokens = 1;
+            }
+            if (q == 1 && step % 3 == 0) {
+                e.edits = edits;
+                e.n_edits = 2;
+            }
+            if (q == 2) e.temperature = step % 2 ? 0.7f : 1.0f;
+            s[ns++] = e;
+        }
+        replay_rec *rc = &rec[step];
+        memset(rc, 0, sizeof *rc);
+        int err = vkpt_runner_step(r, s, ns, rc->so, 16, &rc->n_out);
+        if (err) fail_msg("step %d: %s", step, vkpt_errmsg(err));
+        for (uint32_t i = 0, o = 0; i < ns; i++) {
+            uint32_t rows = s[i].want_all_logits ? s[i].n_tokens : s[i].want_logits;
+            if (!rows) continue;
+            o += rows;
+            for (int q = 0; q < 5; q++)
+                if (seq[q] == s[i].seq) last[q] = rc->so[o - 1].cand_id[0];
+        }
+    }
+    assert_int_equal(vkpt_runner_logits_row(r, 0, last_row), 0);
+    vkpt_runner_get_stats(r, st);
+    vkpt_runner_destroy(r);
+}
+
+/* Replayed command buffers (recorded once per shape class) give exactly
+ * what recording every step gives: candidates, logits, normalizers, the
+ * full logits row, and so the greedy tokens; and the replay cache hits. */
+static void replay_matches_recording(const char *dir, void **state)
+{
+    vkpt_model *m = load(state, dir);
+    uint32_t V = vkpt_model_get_info(m)->n_vocab;
+    replay_rec *a = calloc(REPLAY_STEPS, sizeof *a), *b = calloc(REPLAY_STEPS, sizeof *b);
+    float *ra = calloc(V, sizeof *ra), *rb = calloc(V, sizeof *rb);
+    assert_true(a && b && ra && rb);
+    for (int bi = 0; bi < 2; bi++) {
+        vkpt_runner_stats sa, sb;
+        replay_script(m, bi, false, a, ra, &sa);
+        replay_script(m, bi, true, b, rb, &sb);
+        for (int i = 0; i < REPLAY_STEPS; i++) {
+            assert_int_equal(a[i].n_out, b[i].n_out);
+            for (uint32_t o = 0; o < a[i].n_out; o++)
+                if (memcmp(&a[i].so[o], &b[i].so[o], sizeof a[i].so[o]))
+                    fail_msg("%s (batch_invariant %d): step %d row %u differs: top %d %.9g vs "
+                             "%d %.9g",
+                             dir, bi, i, o, a[i].so[o].cand_id[0], (double)a[i].so[o].cand_logit[0],
+                             b[i].so[o].cand_id[0], (double)b[i].so[o].cand_logit[0]);
+        }
+        assert_memory_equal(ra, rb, V * sizeof *ra);
+        assert_int_equal(sa.steps, REPLAY_STEPS);
+        assert_int_equal(sa.replay_hits + sa.replay_misses, REPLAY_STEPS);
+        assert_int_equal(sb.replay_hits, 0);
+        assert_int_equal(sb.replay_misses, REPLAY_STEPS);
+        /* most steps are decodes of a class seen the step before */
+        if (sa.replay_hits < REPLAY_STEPS / 2)
+            fail_msg("%s: only %llu of %d steps replayed", dir, (unsigned long long)sa.replay_hits,
+                     REPLAY_STEPS);
+    }
+    free(a);
+    free(b);
+    free(ra);
+    free(rb);
+    vkpt_model_destroy(m);
+}
+
+static void replay_matches_recording_dense(void **state)
+{
+    replay_matches_recording(HF "/qwen2", state);
+}
+
+static void replay_matches_recording_moe(void **state)
+{
+    replay_matches_recording(HF "/mixtral", state);
+}
+
 static void model_load_errors_are_clear(void **state)
 {
     vkpt_model *m = NULL;
@@ -622,7 +763,8 @@ int main(void)
         T(hf_qwen2_moe_matches_transformers),    T(hf_dbrx_matches_transformers),
         T(hf_moe_quantized_stay_within_bounds),  T(moe_synth_prefill_matches_decode),
         T(moe_batching_does_not_change_results), T(model_load_errors_are_clear),
-        T(hf_quantize_at_load_within_bounds),
+        T(hf_quantize_at_load_within_bounds),    T(replay_matches_recording_dense),
+        T(replay_matches_recording_moe),
     };
     return cmocka_run_group_tests(tests, vkpt_test_gpu_setup, vkpt_test_gpu_teardown);
 }

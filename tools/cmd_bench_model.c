@@ -12,7 +12,12 @@
  *
  * Token ids are random (fixed seed); every step computes the last rows'
  * logits and their top candidates, as serving does. VKPT_PROFILE=1 adds the
- * per-kernel GPU time. */
+ * per-kernel GPU time.
+ *
+ * Host cost per step (the runner thread's CPU time, vkpt_runner_stats): "prep
+ * us" fills the inputs and plans attention, "rec+sub us" records (on a replay
+ * miss) and submits, "replay" is the share of steps that replayed a recorded
+ * command buffer. VKPT_NO_REPLAY=1 records every step, the way to compare. */
 #define _GNU_SOURCE
 #include "cmd.h"
 #include "vkpt/model.h"
@@ -104,6 +109,29 @@ static int decode(bench_ctx *b, const int *seqs, uint32_t nseq, uint32_t n)
     return 0;
 }
 
+/* Host figures between two snapshots of the runner's counters. */
+typedef struct host_cost {
+    double prep_us, submit_us, replay; /* per step; replayed share of steps */
+} host_cost;
+
+static host_cost host_between(const vkpt_runner_stats *a, const vkpt_runner_stats *b)
+{
+    host_cost h = {0, 0, 0};
+    double n = (double)(b->steps - a->steps);
+    if (n <= 0) return h;
+    h.prep_us = (double)(b->host_prep_ns - a->host_prep_ns) / 1e3 / n;
+    h.submit_us = (double)(b->host_submit_ns - a->host_submit_ns) / 1e3 / n;
+    h.replay = (double)(b->replay_hits - a->replay_hits) / n;
+    return h;
+}
+
+static void host_json(cJSON *o, const host_cost *h)
+{
+    cJSON_AddNumberToObject(o, "host_prep_us_per_step", h->prep_us);
+    cJSON_AddNumberToObject(o, "host_record_submit_us_per_step", h->submit_us);
+    cJSON_AddNumberToObject(o, "replay_hit_rate", h->replay);
+}
+
 static void stats(const double *v, int n, double *mean, double *sd)
 {
     double s = 0, q = 0;
@@ -131,7 +159,10 @@ static void usage(FILE *f)
         "      --device D     device index, UUID or name part\n"
         "      --quantize T   quantize F32/F16/BF16 weights at load: q8_0 or q4_k\n"
         "      --json         machine-readable output\n"
-        "VKPT_PROFILE=1 prints per-kernel GPU time after the runs.\n");
+        "Host CPU time per step (prep: inputs and plan; rec+sub: recording and submitting)\n"
+        "and the share of steps that replayed a recorded command buffer are printed beside\n"
+        "the speeds; VKPT_NO_REPLAY=1 records every step. VKPT_PROFILE=1 prints per-kernel\n"
+        "GPU time after the runs.\n");
 }
 
 int bench_model(int argc, char **argv)
@@ -227,14 +258,18 @@ int bench_model(int argc, char **argv)
         printf("model: %s (%s, %.2f GB of weights)\ndevice: %s\n", mi->name, mi->arch,
                mi->weight_bytes / 1e9, caps->name);
     if (!batched) {
-        if (!json) printf("%-8s %12s %10s\n", "test", "tok/s", "± sd");
+        if (!json)
+            printf("%-8s %12s %10s %9s %11s %7s\n", "test", "tok/s", "± sd", "prep us",
+                   "rec+sub us", "replay");
         for (int kind = 0; kind < 2 && !err; kind++) {
             int cnt = kind ? n_tg : n_pp;
             for (int i = 0; i < cnt && !err; i++) {
                 uint32_t n = kind ? tg[i] : pp[i];
                 double v[64];
                 int R = reps < 64 ? reps : 64;
+                vkpt_runner_stats st0, st1;
                 for (int rep = -1; rep < R && !err; rep++) {
+                    if (rep == 0) vkpt_runner_get_stats(b.r, &st0);
                     seqs[0] = vkpt_runner_seq_open(b.r);
                     uint64_t t0 = vkpt_now_ns();
                     if (kind) {
@@ -249,6 +284,8 @@ int bench_model(int argc, char **argv)
                     if (rep >= 0) v[rep] = n / s;
                 }
                 if (err) break;
+                vkpt_runner_get_stats(b.r, &st1);
+                host_cost hc = host_between(&st0, &st1);
                 double mean, sd;
                 stats(v, R, &mean, &sd);
                 char name[32];
@@ -259,24 +296,31 @@ int bench_model(int argc, char **argv)
                     cJSON_AddNumberToObject(o, "tokens_per_s", mean);
                     cJSON_AddNumberToObject(o, "stddev", sd);
                     cJSON_AddNumberToObject(o, "reps", R);
+                    host_json(o, &hc);
                     cJSON_AddItemToArray(jarr, o);
                 } else {
-                    printf("%-8s %12.2f %10.2f\n", name, mean, sd);
+                    printf("%-8s %12.2f %10.2f %9.1f %11.1f %6.0f%%\n", name, mean, sd, hc.prep_us,
+                           hc.submit_us, 100 * hc.replay);
                 }
             }
         }
     } else {
         if (!json)
-            printf("%6s %6s %6s %12s %12s %12s %10s\n", "npp", "ntg", "npl", "S_PP tok/s",
-                   "S_TG tok/s", "S tok/s", "T s");
+            printf("%6s %6s %6s %12s %12s %12s %10s %9s %11s %7s\n", "npp", "ntg", "npl",
+                   "S_PP tok/s", "S_TG tok/s", "S tok/s", "T s", "prep us", "rec+sub us", "replay");
         for (int i = 0; i < n_npl && !err; i++) {
             uint32_t P = npl[i];
             for (uint32_t s = 0; s < P; s++) seqs[s] = vkpt_runner_seq_open(b.r);
             uint64_t t0 = vkpt_now_ns();
             err = prefill(&b, seqs, P, npp);
             uint64_t t1 = vkpt_now_ns();
+            /* host figures of the decode phase: the steps serving repeats */
+            vkpt_runner_stats st0, st1;
+            vkpt_runner_get_stats(b.r, &st0);
             if (!err) err = decode(&b, seqs, P, ntg);
             uint64_t t2 = vkpt_now_ns();
+            vkpt_runner_get_stats(b.r, &st1);
+            host_cost hc = host_between(&st0, &st1);
             for (uint32_t s = 0; s < P; s++) vkpt_runner_seq_close(b.r, seqs[s]);
             if (err) break;
             double pp_s = (t1 - t0) / 1e9, tg_s = (t2 - t1) / 1e9;
@@ -290,10 +334,11 @@ int bench_model(int argc, char **argv)
                 cJSON_AddNumberToObject(o, "decode_tokens_per_s", stg);
                 cJSON_AddNumberToObject(o, "total_tokens_per_s", st);
                 cJSON_AddNumberToObject(o, "seconds", pp_s + tg_s);
+                host_json(o, &hc);
                 cJSON_AddItemToArray(jarr, o);
             } else {
-                printf("%6u %6u %6u %12.2f %12.2f %12.2f %10.3f\n", npp, ntg, P, spp, stg, st,
-                       pp_s + tg_s);
+                printf("%6u %6u %6u %12.2f %12.2f %12.2f %10.3f %9.1f %11.1f %6.0f%%\n", npp, ntg,
+                       P, spp, stg, st, pp_s + tg_s, hc.prep_us, hc.submit_us, 100 * hc.replay);
             }
         }
     }

@@ -259,6 +259,51 @@ too_small:
                      meta_cap, n_seqs);
 }
 
+static uint32_t pow2_ceil(uint32_t v)
+{
+    uint32_t p = 1;
+    while (p < v && p < 0x80000000u) p <<= 1;
+    return p;
+}
+
+int vkpt_attn_plan_indirect(vkpt_attn_plan *plan, uint32_t *meta, size_t meta_cap, uint32_t hdr,
+                            uint64_t scratch_size)
+{
+    if (!plan || !meta || plan->indirect)
+        return vkpt_fail(VKPT_EINVAL, "attn plan indirect: NULL argument or already indirect");
+    if (hdr < plan->meta_words || (size_t)hdr + VKPT_ATTN_HDR_WORDS > meta_cap)
+        return vkpt_fail(VKPT_ETOOBIG, "attention: header at word %u does not fit %zu words", hdr,
+                         meta_cap);
+    uint32_t *h = meta + hdr;
+    h[0] = plan->prefill.n_items;
+    h[1] = plan->prefill.items_off;
+    h[2] = plan->decode.n_items;
+    h[3] = plan->decode.items_off;
+    h[4] = plan->n_dec_seqs;
+    h[5] = plan->dec_list_off;
+    if (plan->prefill.n_items) plan->prefill.n_items = pow2_ceil(plan->prefill.n_items);
+    if (plan->n_dec_seqs) plan->n_dec_seqs = pow2_ceil(plan->n_dec_seqs);
+    if (plan->decode.n_items) {
+        uint32_t n = pow2_ceil(plan->decode.n_items);
+        uint64_t off, need = scratch_bytes(n, plan->p.n_head, plan->p.head_dim, &off);
+        /* a smaller bound when the rounded one would not fit: still exact */
+        while (need > scratch_size && n > plan->decode.n_items) {
+            n = n - n / 4 > plan->decode.n_items ? n - n / 4 : plan->decode.n_items;
+            need = scratch_bytes(n, plan->p.n_head, plan->p.head_dim, &off);
+        }
+        if (need > scratch_size)
+            return vkpt_fail(VKPT_ETOOBIG, "attention: %u decode splits need %llu scratch bytes", n,
+                             (unsigned long long)need);
+        plan->decode.n_items = n;
+        plan->scratch_bytes = need;
+        plan->scratch_ml_off = off;
+    }
+    plan->meta_words = hdr + VKPT_ATTN_HDR_WORDS;
+    plan->indirect = true;
+    plan->hdr = hdr;
+    return 0;
+}
+
 static uint64_t block_bytes(const vkpt_attn_params *p)
 {
     return (uint64_t)p->n_kv_head * VKPT_KV_BLOCK * p->head_dim * 2;
@@ -266,7 +311,7 @@ static uint64_t block_bytes(const vkpt_attn_params *p)
 
 static int launch_path(vkpt_cmd *c, const vkpt_attn_plan *plan, const vkpt_attn_path *pp,
                        int variant, const vkpt_rows *q, const vkpt_buf *bufs, uint32_t n_bufs,
-                       uint32_t n_blocks)
+                       uint32_t n_blocks, uint32_t hdr_word)
 {
     const vkpt_attn_params *p = &plan->p;
     vkpt_spec spec = {
@@ -280,8 +325,8 @@ static int launch_path(vkpt_cmd *c, const vkpt_attn_plan *plan, const vkpt_attn_
                        .n_hsplit = pp->n_hsplit,
                        .q_off = q->off,
                        .q_stride = q->stride,
-                       .n_items = pp->n_items,
-                       .items_off = pp->items_off,
+                       .n_items = plan->indirect ? 0xffffffffu : pp->n_items,
+                       .items_off = plan->indirect ? plan->hdr + hdr_word : pp->items_off,
                        .n_blocks = n_blocks,
                        .window = p->non_causal ? 0 : p->window,
                        .causal = !p->non_causal,
@@ -315,7 +360,7 @@ int vkpt_k_attn(vkpt_cmd *c, const vkpt_attn_plan *plan, const vkpt_attn_bufs *b
     if (plan->prefill.n_items) {
         vkpt_buf bufs[6] = {b->meta, b->block_table, b->q.buf, b->k_cache, b->v_cache, b->out};
         int err = launch_path(c, plan, &plan->prefill, plan->prefill.variant, &b->q, bufs, 6,
-                              (uint32_t)n_blocks);
+                              (uint32_t)n_blocks, 0);
         if (err) return err;
     }
     if (plan->decode.n_items) {
@@ -324,15 +369,15 @@ int vkpt_k_attn(vkpt_cmd *c, const vkpt_attn_plan *plan, const vkpt_attn_bufs *b
                                     plan->scratch_bytes - plan->scratch_ml_off);
         vkpt_buf bufs[7] = {b->meta, b->block_table, b->q.buf, b->k_cache, b->v_cache, acc, ml};
         int err = launch_path(c, plan, &plan->decode, plan->decode.variant, &b->q, bufs, 7,
-                              (uint32_t)n_blocks);
+                              (uint32_t)n_blocks, 2);
         if (err) return err;
         vkpt_spec spec = {.v = {64}, .n = 1, .elems = {1, 1, 1}};
         const vkpt_pipeline *pipe;
         if ((err = vkpt_pipeline_get(c->dev, VKPT_V_attn_reduce_f32, &spec, &pipe))) return err;
         vkpt_pc_attn_reduce pc = {.n_head = p->n_head,
                                   .head_dim = p->head_dim,
-                                  .n_seqs = plan->n_dec_seqs,
-                                  .list_off = plan->dec_list_off};
+                                  .n_seqs = plan->indirect ? 0xffffffffu : plan->n_dec_seqs,
+                                  .list_off = plan->indirect ? plan->hdr + 4 : plan->dec_list_off};
         vkpt_buf rb[4] = {b->meta, acc, ml, b->out};
         vkpt_cmd_barrier(c);
         vkpt_cmd_dispatch(c, pipe, rb, 4, &pc, sizeof pc, vkpt__grid_rows(c->dev, plan->n_dec_seqs),

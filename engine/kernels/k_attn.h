@@ -83,7 +83,16 @@ typedef struct vkpt_attn_plan {
     uint32_t dec_list_off;  /* u32 offset of the per-decode-sequence list {seq, first, count} */
     uint64_t scratch_bytes; /* decode partials: [items][n_head][head_dim] f32, then (m, l) pairs */
     uint64_t scratch_ml_off;
+    /* vkpt_attn_plan_indirect: the per-step counts and offsets are read from
+     * meta[hdr .. hdr + VKPT_ATTN_HDR_WORDS); n_items / n_dec_seqs above are
+     * then the grid sizes (bucketed upper bounds), not the counts */
+    bool indirect;
+    uint32_t hdr;
 } vkpt_attn_plan;
+
+/* Words of an indirect plan's header: {prefill n_items, items_off, decode
+ * n_items, items_off, decode sequences, dec_list_off}. */
+#define VKPT_ATTN_HDR_WORDS 6
 
 /* Upper bound of the metadata words for any batch of at most max_seqs
  * sequences and max_rows query rows with automatic split lengths. */
@@ -99,6 +108,21 @@ uint64_t vkpt_attn_scratch_bytes_max(const vkpt_attn_params *p, uint32_t max_seq
 int vkpt_attn_plan_make(const vkpt_device *dev, const vkpt_attn_params *p,
                         const vkpt_attn_seq *seqs, uint32_t n_seqs, uint32_t *meta, size_t meta_cap,
                         vkpt_attn_plan *plan);
+
+/* Make a plan replayable: a command buffer vkpt_k_attn records from it
+ * stays valid for every later plan of the same batch class. Writes the
+ * step's counts and item offsets at meta[hdr .. hdr + VKPT_ATTN_HDR_WORDS)
+ * (hdr >= plan->meta_words, a fixed place for the caller's recordings) and
+ * turns the plan's item and sequence counts into grid bounds: each rounded
+ * up to a power of two, the decode scratch laid out for the rounded split
+ * count. Shaders loop over their grid, so the rounding only changes how many
+ * workgroups find nothing to do, never a result. For the same params,
+ * device and buffers, plans whose prefill.n_items, decode.n_items and
+ * n_dec_seqs agree after this call record identical commands. VKPT_ETOOBIG when
+ * the header does not fit meta_cap or the rounded decode partials do not
+ * fit scratch_size bytes. */
+int vkpt_attn_plan_indirect(vkpt_attn_plan *plan, uint32_t *meta, size_t meta_cap, uint32_t hdr,
+                            uint64_t scratch_size);
 
 typedef struct vkpt_attn_bufs {
     vkpt_buf meta;             /* plan.meta_words u32, as vkpt_attn_plan_make wrote them */

@@ -431,6 +431,11 @@ int vkpt_encoder_step(vkpt_encoder *e, const vkpt_enc_seq *seqs, uint32_t n_seqs
         n_items += vkpt_encattn_items(&as, 1, items + 3 * n_items, e->max_items - n_items);
         row += s->n_tokens;
     }
+    /* Recorded afresh every step, unlike the decoder runner's replayed
+     * classes: an embedding step packs whole inputs, so its rows, sequences
+     * and attention items (push constants here) change with every request
+     * mix and nothing repeats step after step the way decoding does; the
+     * recording is a small share of a step that runs a whole prompt. */
     int err = vkpt_cmd_begin(&e->cmd);
     if (!err) err = record(e, n, n_seqs, n_items);
     if (!err) err = vkpt_cmd_run(&e->cmd);

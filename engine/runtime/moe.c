@@ -173,7 +173,7 @@ int vkpt__moe_ffn(vkpt_runner *r, uint32_t l, uint32_t n)
     const vkpt_hparams *hp = r->hp;
     const vkpt_layer *L = &r->m->layers[l];
     struct vkpt_moe *m = r->moe;
-    vkpt_cmd *c = &r->cmd;
+    vkpt_cmd *c = r->cmd;
     if (!m) return vkpt_fail(VKPT_EINVAL, "moe: layer %u has a router but no expert scratch", l);
     const uint32_t D = hp->n_embd, E = m->E, k = m->k, np = n * k;
     const uint32_t F = (uint32_t)L->gate_exps.ne[1];

@@ -9,6 +9,17 @@
  *
  * Every buffer is allocated at creation for the largest step (max_step_tokens
  * rows, max output rows); steps only write host-visible inputs and record.
+ *
+ * Replay: a step is padded to its class (rn_class: rows and output rows in
+ * buckets, the attention plan made indirect so its counts live in the meta
+ * buffer and its grids are powers of two). Padding rows are token 0 at
+ * position 0 with their K/V write skipped (slot 0xffffffff) and no
+ * attention sequence; padding output rows repeat row 0 without edits. Every
+ * kernel is row-wise or works per sequence, so padding never changes a real
+ * row. The command buffer recorded for a class is resubmitted for every
+ * later step of it (RN_REPLAY_SLOTS of them, least recently used replaced);
+ * MoE layers replay too, since their routing, lists and tiles are computed
+ * on the GPU from the step's rows.
  * Invariants: a sequence's block list covers its cached tokens; only its
  * last block may be partly filled and that block is never shared (fork copies
  * it), so appends never write a block another sequence reads. */
@@ -28,7 +39,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 _Static_assert(sizeof(vkpt_logit_edit) == sizeof(vkpt_logit_adj), "edit layout matches the GPU's");
 
@@ -40,7 +53,8 @@ int vkpt__rn_alloc(vkpt_runner *r, vkpt_buf *b, uint64_t bytes, int kind, int pu
 void vkpt_runner_destroy(vkpt_runner *r)
 {
     if (!r) return;
-    vkpt_cmd_free(&r->cmd);
+    for (int i = 0; i < RN_REPLAY_SLOTS; i++) vkpt_cmd_free(&r->replay[i].cmd);
+    vkpt_cmd_free(&r->aux_cmd);
     vkpt__moe_free(r);
     vkpt_buf *bufs[] = {&r->qkv,
                         &r->x,
@@ -144,8 +158,13 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
     r->R = r->o.all_logits ? r->T : r->o.max_seqs;
     r->max_blocks_seq = (r->o.n_ctx + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK;
     r->adj_cap = r->R * (r->o.max_edits_per_row ? r->o.max_edits_per_row : 2048);
-    int err = vkpt_cmd_init(r->dev, r->o.queue, &r->cmd);
+    int err = vkpt_cmd_init(r->dev, r->o.queue, &r->aux_cmd);
+    for (int i = 0; i < RN_REPLAY_SLOTS && !err; i++)
+        err = vkpt_cmd_init(r->dev, r->o.queue, &r->replay[i].cmd);
     if (err) goto fail;
+    r->cmd = &r->replay[0].cmd;
+    const char *nr = getenv("VKPT_NO_REPLAY");
+    r->no_replay = r->o.no_replay || (nr && *nr && strcmp(nr, "0") != 0);
 
     uint32_t n_blocks = (r->o.kv_tokens + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK + r->o.max_seqs;
     uint64_t block_bytes = (uint64_t)hp->n_head_kv * VKPT_KV_BLOCK * hp->head_dim * 2;
@@ -211,7 +230,7 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
         {&r->in_ids, T * 4, U},
         {&r->in_pos, T * 4, U},
         {&r->in_slots, T * 4, U},
-        {&r->in_meta, r->meta_cap * 4, U},
+        {&r->in_meta, (r->meta_cap + VKPT_ATTN_HDR_WORDS) * 4, U},
         {&r->in_bt, (uint64_t)r->o.max_seqs * r->max_blocks_seq * 4, U},
         {&r->in_rows, R * 4, U},
         {&r->in_temps, R * 4, U},
@@ -232,6 +251,11 @@ int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner 
         goto fail;
     }
     for (uint32_t i = 0; i < R; i++) ((float *)r->in_ones.map)[i] = 1.0f;
+    /* the padding rows of a step read attention outputs no sequence wrote:
+     * start them at zeros, not whatever the memory held */
+    if ((err = vkpt_cmd_begin(&r->aux_cmd))) goto fail;
+    vkpt_cmd_fill(&r->aux_cmd, &r->ao, 0);
+    if ((err = vkpt_cmd_run(&r->aux_cmd))) goto fail;
     if ((err = setup_rope(r))) goto fail;
     if ((err = vkpt__moe_init(r))) goto fail;
     *out = r;
@@ -316,14 +340,14 @@ int vkpt_runner_seq_fork(vkpt_runner *r, int src_id, int dst_id)
         }
         dst->blocks[dst->n_blocks++] = (uint32_t)nb;
         uint64_t bb = r->kc[0].size / r->pool.n_blocks;
-        int err = vkpt_cmd_begin(&r->cmd);
+        int err = vkpt_cmd_begin(&r->aux_cmd);
         for (uint32_t l = 0; l < r->hp->n_layer && !err; l++) {
-            vkpt_cmd_copy(&r->cmd, &r->kc[l], src->blocks[full] * bb, &r->kc[l], (uint64_t)nb * bb,
-                          bb);
-            vkpt_cmd_copy(&r->cmd, &r->vc[l], src->blocks[full] * bb, &r->vc[l], (uint64_t)nb * bb,
-                          bb);
+            vkpt_cmd_copy(&r->aux_cmd, &r->kc[l], src->blocks[full] * bb, &r->kc[l],
+                          (uint64_t)nb * bb, bb);
+            vkpt_cmd_copy(&r->aux_cmd, &r->vc[l], src->blocks[full] * bb, &r->vc[l],
+                          (uint64_t)nb * bb, bb);
         }
-        if (!err) err = vkpt_cmd_run(&r->cmd);
+        if (!err) err = vkpt_cmd_run(&r->aux_cmd);
         if (err) {
             seq_release_blocks(r, dst, 0);
             dst->len = 0;
@@ -346,6 +370,11 @@ void vkpt_runner_get_stats(const vkpt_runner *r, vkpt_runner_stats *st)
     st->max_seqs = r->o.max_seqs;
     st->n_ctx = r->o.n_ctx;
     st->max_step_tokens = r->T;
+    st->steps = r->n_steps;
+    st->replay_hits = r->replay_hits;
+    st->replay_misses = r->replay_misses;
+    st->host_prep_ns = r->host_prep_ns;
+    st->host_submit_ns = r->host_submit_ns;
 }
 
 /* Token i of the concatenation a[0..na) b[0..nb). */
@@ -447,12 +476,12 @@ int vkpt__rn_matmul(vkpt_runner *r, const vkpt_tensor *w, const vkpt_buf *x, uin
                       /* one kernel for every batch size: a row's result then
                        * does not depend on what else is in the step */
                       .path = r->o.batch_invariant ? VKPT_MM_MATMUL : VKPT_MM_AUTO};
-    return vkpt_k_matmul(&r->cmd, &a);
+    return vkpt_k_matmul(r->cmd, &a);
 }
 
 int vkpt__rn_add(vkpt_runner *r, const vkpt_buf *a, const vkpt_buf *b, uint32_t n)
 {
-    return vkpt_k_add_f32(&r->cmd, a, b, a, n);
+    return vkpt_k_add_f32(r->cmd, a, b, a, n);
 }
 
 int vkpt__rn_norm(vkpt_runner *r, const vkpt_rows *x, const vkpt_rows *y, const vkpt_tensor *w,
@@ -460,10 +489,10 @@ int vkpt__rn_norm(vkpt_runner *r, const vkpt_rows *x, const vkpt_rows *y, const 
 {
     const vkpt_hparams *hp = r->hp;
     if (r->m->arch->flags & VKPT_AF_LAYERNORM)
-        return vkpt_k_layernorm(&r->cmd, x, y, vkpt_tensor_ok(w) ? &w->buf : NULL,
+        return vkpt_k_layernorm(r->cmd, x, y, vkpt_tensor_ok(w) ? &w->buf : NULL,
                                 b && vkpt_tensor_ok(b) ? &b->buf : NULL, hp->n_embd, n_rows,
                                 hp->norm_eps);
-    return vkpt_k_rmsnorm(&r->cmd, x, y, &w->buf, hp->n_embd, 1, n_rows, hp->norm_eps);
+    return vkpt_k_rmsnorm(r->cmd, x, y, &w->buf, hp->n_embd, 1, n_rows, hp->norm_eps);
 }
 
 /* norm -> q/k/v (fused or not, optional clip and per-head norms) -> RoPE ->
@@ -472,7 +501,7 @@ static int attention_block(vkpt_runner *r, uint32_t l, uint32_t n, const vkpt_at
 {
     const vkpt_hparams *hp = r->hp;
     const vkpt_layer *L = &r->m->layers[l];
-    vkpt_cmd *c = &r->cmd;
+    vkpt_cmd *c = r->cmd;
     uint32_t E = hp->n_embd, Dq = hp->n_head * hp->head_dim, Dkv = hp->n_head_kv * hp->head_dim;
     int err = 0;
     vkpt_rows xr = vkpt_rows_of(&r->x, 0, E), hr = vkpt_rows_of(&r->h, 0, E);
@@ -536,7 +565,7 @@ static int dense_ffn_block(vkpt_runner *r, uint32_t l, uint32_t n)
 {
     const vkpt_hparams *hp = r->hp;
     const vkpt_layer *L = &r->m->layers[l];
-    vkpt_cmd *c = &r->cmd;
+    vkpt_cmd *c = r->cmd;
     uint32_t E = hp->n_embd, FF = hp->n_ff;
     int err = 0;
     vkpt_rows xr = vkpt_rows_of(&r->x, 0, E), hr = vkpt_rows_of(&r->h, 0, E);
@@ -559,12 +588,46 @@ fail:
     return err;
 }
 
+/* Rows of a step's class: exact up to 8 (decoding up to 8 sequences, the hot
+ * case, where a padding row costs the most relative to the step: on lavapipe
+ * a sixth row is a sixth more matvec work), then 12, 16, 24, 32, 48, 64 (at
+ * most a third of the rows are padding), then multiples of 32; never past
+ * cap (>= n). */
+static uint32_t rn_bucket(uint32_t n, uint32_t cap)
+{
+    uint32_t b = n;
+    if (n > 64) {
+        b = (n + 31) / 32 * 32;
+    } else if (n > 8) {
+        b = 8;
+        while (b < n) b = (b & (b - 1)) ? b / 3 * 4 : b / 2 * 3;
+    }
+    return b < cap ? b : cap;
+}
+
+static bool class_eq(const rn_class *a, const rn_class *b)
+{
+    return a->n == b->n && a->n_out == b->n_out && a->pf_items == b->pf_items &&
+           a->dec_items == b->dec_items && a->dec_seqs == b->dec_seqs && a->edits == b->edits;
+}
+
+/* This thread's CPU time: what recording and submitting cost the host. */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Record a step of class (n, n_out): every dispatch reads its per-step
+ * values from the inputs (attention counts from the plan's header), so the
+ * recording replays for any step of the class. n_adj bounds the edits. */
 static int record(vkpt_runner *r, uint32_t n, uint32_t n_out, const vkpt_attn_plan *plan,
                   uint32_t n_adj)
 {
     const vkpt_hparams *hp = r->hp;
     const vkpt_model *m = r->m;
-    vkpt_cmd *c = &r->cmd;
+    vkpt_cmd *c = r->cmd;
     uint32_t E = hp->n_embd, V = hp->n_vocab;
     int err = 0;
     TRY(vkpt_k_get_rows(c, m->tok_embd.type, &m->tok_embd.buf, E, (uint32_t)m->tok_embd.ne[1],
@@ -648,6 +711,7 @@ int vkpt_runner_step(vkpt_runner *r, const vkpt_step_seq *in, uint32_t n_seqs, v
     if (!n) return 0;
 
     /* inputs */
+    uint64_t t_start = cpu_ns();
     uint32_t *ids = (uint32_t *)r->in_ids.map, *pos = (uint32_t *)r->in_pos.map,
              *slots = (uint32_t *)r->in_slots.map;
     uint32_t *bt = (uint32_t *)r->in_bt.map, *rows = (uint32_t *)r->in_rows.map;
@@ -684,15 +748,72 @@ int vkpt_runner_step(vkpt_runner *r, const vkpt_step_seq *in, uint32_t n_seqs, v
         }
     }
     adj_off[orow] = a;
+    /* pad to the class: inert rows (token 0 at position 0, its K/V write
+     * skipped by the 0xffffffff slot, in no attention sequence) and output
+     * rows that repeat row 0 without edits; nothing reads their results */
+    rn_class key = {
+        .n = rn_bucket(n, r->T), .n_out = n_out ? rn_bucket(n_out, r->R) : 0, .edits = a > 0};
+    for (uint32_t i = n; i < key.n; i++) {
+        ids[i] = 0;
+        pos[i] = 0;
+        slots[i] = UINT32_MAX;
+    }
+    for (uint32_t o = n_out; o < key.n_out; o++) {
+        rows[o] = 0;
+        temps[o] = 1.0f;
+        adj_off[o + 1] = a;
+    }
     vkpt_attn_plan plan;
-    int err = vkpt_attn_plan_make(r->dev, &r->ap, aseq, n_seqs, (uint32_t *)r->in_meta.map,
-                                  r->meta_cap, &plan);
-    if (!err) err = vkpt_cmd_begin(&r->cmd);
-    if (!err) err = record(r, n, n_out, &plan, a);
-    if (!err) err = vkpt_cmd_run(&r->cmd);
+    uint32_t *meta = (uint32_t *)r->in_meta.map;
+    int err = vkpt_attn_plan_make(r->dev, &r->ap, aseq, n_seqs, meta, r->meta_cap, &plan);
+    if (!err)
+        err = vkpt_attn_plan_indirect(&plan, meta, r->meta_cap + VKPT_ATTN_HDR_WORDS,
+                                      (uint32_t)r->meta_cap, r->attn_scratch.size);
+    key.pf_items = plan.prefill.n_items;
+    key.dec_items = plan.decode.n_items;
+    key.dec_seqs = plan.n_dec_seqs;
+
+    /* the class's recorded command buffer, or record one */
+    rn_replay *slot = &r->replay[0];
+    bool hit = false;
+    if (!r->no_replay) {
+        rn_replay *lru = NULL;
+        for (int i = 0; i < RN_REPLAY_SLOTS && !hit; i++) {
+            rn_replay *c = &r->replay[i];
+            if (c->valid && class_eq(&c->key, &key)) {
+                slot = c;
+                hit = true;
+            } else if (!lru || (lru->valid && (!c->valid || c->used < lru->used))) {
+                lru = c;
+            }
+        }
+        if (!hit) slot = lru;
+    }
+    slot->used = ++r->n_steps;
+    r->cmd = &slot->cmd;
+    uint64_t t_rec = cpu_ns();
+    r->host_prep_ns += t_rec - t_start;
+    if (!err && hit) {
+        err = vkpt_cmd_resubmit(r->cmd);
+        r->replay_hits++;
+    } else if (!err) {
+        slot->valid = false;
+        r->replay_misses++;
+        err = vkpt_cmd_begin(r->cmd);
+        if (!err) err = record(r, key.n, key.n_out, &plan, key.edits ? r->adj_cap : 0);
+        if (!err) err = vkpt_cmd_submit(r->cmd);
+        if (!err) {
+            slot->key = key;
+            slot->valid = !r->no_replay;
+        }
+    }
+    r->host_submit_ns += cpu_ns() - t_rec;
+    if (!err) err = vkpt_cmd_wait(r->cmd, UINT64_MAX);
     if (err) {
         /* the cache rows of this step may be half-written: roll the lengths
-         * back (they were not advanced) and return the new blocks */
+         * back (they were not advanced) and return the new blocks; record
+         * this class afresh next time */
+        slot->valid = false;
         for (uint32_t i = 0; i < n_seqs; i++) {
             seq_state *s = &r->seqs[in[i].seq];
             seq_release_blocks(r, s, (s->len + VKPT_KV_BLOCK - 1) / VKPT_KV_BLOCK);

@@ -4,7 +4,14 @@
  *
  * A forward step records, per layer, an attention block then an FFN block;
  * each reads the residual stream x [n][n_embd] and adds its output to it.
- * Blocks only record into r->cmd and place the barriers their reads need. */
+ * Blocks only record into r->cmd and place the barriers their reads need.
+ *
+ * Replay: a step is padded to its shape class (rn_class: token rows and
+ * output rows rounded up to a few buckets, the attention plan's grids to
+ * powers of two) and everything else that changes between steps is read by
+ * the shaders from the host-visible inputs, so the command buffer recorded
+ * for one step of a class is valid for every step of it. r->replay keeps the
+ * recent classes' command buffers (least recently used replaced). */
 #ifndef VKPT_RUNNER_INT_H
 #define VKPT_RUNNER_INT_H
 
@@ -13,6 +20,23 @@
 #include "prefix.h"
 #include "model_int.h"
 #include "vkpt/runner.h"
+
+/* What a step's recorded commands depend on besides the runner itself. */
+typedef struct rn_class {
+    uint32_t n, n_out; /* token rows and output rows, padded to buckets */
+    uint32_t pf_items; /* attention grid bounds (vkpt_attn_plan_indirect) */
+    uint32_t dec_items, dec_seqs;
+    uint32_t edits; /* 1 when output rows carry logit edits */
+} rn_class;
+
+#define RN_REPLAY_SLOTS 8
+
+typedef struct rn_replay {
+    vkpt_cmd cmd;
+    rn_class key;
+    bool valid;    /* cmd holds a complete recording of key's class */
+    uint64_t used; /* step counter at its last use, for LRU replacement */
+} rn_replay;
 
 typedef struct seq_state {
     bool open;
@@ -50,7 +74,13 @@ struct vkpt_runner {
     size_t meta_cap;
     vkpt_attn_params ap;
     int rope_layout;
-    vkpt_cmd cmd;
+    vkpt_cmd *cmd;    /* the step being recorded: one of replay[] */
+    vkpt_cmd aux_cmd; /* one-off copies (fork) */
+    rn_replay replay[RN_REPLAY_SLOTS];
+    bool no_replay; /* record every step (opts.no_replay or VKPT_NO_REPLAY=1) */
+    uint64_t n_steps, replay_hits, replay_misses;
+    uint64_t host_prep_ns;   /* inputs, attention plan */
+    uint64_t host_submit_ns; /* recording (on a miss) + queue submission */
     uint32_t last_n_out;
     /* mixture-of-experts state (moe.c), NULL for dense models */
     struct vkpt_moe *moe;

@@ -36,6 +36,10 @@ typedef struct vkpt_runner_opts {
      * the batch size, so a sequence's results do not depend on what else is in
      * the step (slower decode at batch 1). */
     bool batch_invariant;
+    /* Record every step's command buffer afresh instead of replaying the one
+     * recorded for the step's shape class (tests; VKPT_NO_REPLAY=1 does the
+     * same). Results are identical either way. */
+    bool no_replay;
 } vkpt_runner_opts;
 
 int vkpt_runner_create(vkpt_model *m, const vkpt_runner_opts *opts, vkpt_runner **out);
@@ -61,6 +65,11 @@ typedef struct vkpt_runner_stats {
     uint32_t kv_blocks_cached; /* blocks in the prefix cache */
     uint64_t prefix_hits, prefix_lookups; /* blocks reused / looked up */
     uint32_t seqs_open, max_seqs, n_ctx, max_step_tokens;
+    /* Steps run; of those that ran, replayed command buffers (hits) and
+     * recorded ones (misses); host CPU time of the runner's thread filling
+     * inputs and planning (prep) and recording + submitting (submit). */
+    uint64_t steps, replay_hits, replay_misses;
+    uint64_t host_prep_ns, host_submit_ns;
 } vkpt_runner_stats;
 void vkpt_runner_get_stats(const vkpt_runner *r, vkpt_runner_stats *out);
 /* Prefix cache. attach: `seq` (open, empty) adopts the cached blocks that
