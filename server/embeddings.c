@@ -2,6 +2,7 @@
  * threading rules). */
 #include "embeddings.h"
 
+#include "endpoints.h"
 #include "server_int.h"
 #include "vkpt/embed.h"
 
@@ -28,8 +29,14 @@ struct srv_embed {
     srv_model *model;
     srv_conn *conn; /* NULL once the client is gone */
     int state;
-    bool canceled; /* client gone: no answer is written */
+    bool canceled;  /* client gone: no answer is written */
+    bool db_errors; /* Databricks-shaped errors (the invocations route) */
     srv_embed_spec spec;
+    vkpt_embedder *emb; /* the model's, or the replica admission chose */
+    /* a provisioned endpoint's request (model->adm, endpoints.h) */
+    bool adm_started; /* model->adm->embed_start was called; finish is due */
+    bool parked;      /* waiting for a replica (cold start): in no embedder yet */
+    srv_embed_adm adm;
     uint32_t dims;
     uint32_t prompt_tokens;
     uint64_t t_arrival_ns;
@@ -44,7 +51,9 @@ struct srv_embed {
     uint32_t submitted, pending;
     int err; /* first error of a callback */
     bool any_canceled;
-    float *vecs; /* [n_inputs][dims] */
+    uint32_t tokens_done; /* of the inputs embedded */
+    uint64_t queue_ns;    /* the longest time an input waited for its step */
+    float *vecs;          /* [n_inputs][dims] */
     vkpt_embed_request **rq;
     emb_slot *slots;
 };
@@ -323,6 +332,32 @@ static void write_body(const srv_embed *e, srv_buf *o)
                    e->prompt_tokens);
 }
 
+/* An error answer in the route's shape, with admission's header lines
+ * (served-model-name) and `extra` (NULL or header lines). */
+static void answer_error(srv_embed *e, srv_conn *conn, int status, const char *param,
+                         const char *code, const char *msg, const char *extra)
+{
+    char hdr[512];
+    snprintf(hdr, sizeof hdr, "%s%s", e->adm.extra_headers, extra ? extra : "");
+    if (status == 503 && !strstr(hdr, "Retry-After"))
+        snprintf(hdr + strlen(hdr), sizeof hdr - strlen(hdr), "Retry-After: 1\r\n");
+    if (e->db_errors) {
+        srv_conn_db_error(conn, status, srv_db_error_code(status), hdr[0] ? hdr : NULL, "%s", msg);
+        return;
+    }
+    if (!hdr[0]) {
+        srv_conn_error(conn, status, param, code, "%s", msg);
+        return;
+    }
+    srv_buf b = {0};
+    srv_error_json(&b, status, param, code, msg);
+    if (srv_buf_ok(&b))
+        srv_conn_respond(conn, status, "application/json", hdr, b.p, b.n);
+    else
+        srv_conn_error(conn, 500, NULL, NULL, "out of memory");
+    srv_buf_free(&b);
+}
+
 /* ---- lifetime ------------------------------------------------------------------------ */
 
 static void on_closed(uv_handle_t *h)
@@ -344,13 +379,20 @@ static void emb_close(srv_embed *e)
 {
     if (e->state == EMB_CLOSED) return;
     e->state = EMB_CLOSED;
+    e->parked = false;
     if (e->conn) {
         srv_conn *conn = e->conn;
         e->conn = NULL;
         conn->embed = NULL;
-        srv_conn_error(conn, 500, NULL, NULL, "the request ended without an answer");
+        answer_error(e, conn, 500, NULL, NULL, "the request ended without an answer", NULL);
     }
     for (uint32_t i = 0; e->rq && i < e->submitted; i++) vkpt_embed_request_release(e->rq[i]);
+    if (e->adm_started) {
+        e->adm_started = false;
+        e->adm.tokens_done = e->tokens_done;
+        e->adm.queue_ns = e->queue_ns;
+        e->model->adm->embed_finish(&e->adm); /* may free the model: not used after this */
+    }
     uv_close((uv_handle_t *)&e->async, on_closed);
 }
 
@@ -361,7 +403,20 @@ static void emb_fail(srv_embed *e, int status, const char *param, const char *co
         srv_conn *conn = e->conn;
         e->conn = NULL;
         conn->embed = NULL;
-        srv_conn_error(conn, status, param, code, "%s", msg);
+        answer_error(e, conn, status, param, code, msg, NULL);
+    }
+    emb_close(e);
+}
+
+void srv_embed_fail(srv_embed *e, int status, const char *code, const char *msg,
+                    const char *extra_headers)
+{
+    e->parked = false;
+    if (e->conn && !e->canceled) {
+        srv_conn *conn = e->conn;
+        e->conn = NULL;
+        conn->embed = NULL;
+        answer_error(e, conn, status, NULL, code, msg, extra_headers);
     }
     emb_close(e);
 }
@@ -373,9 +428,11 @@ static void on_vector(const vkpt_embed_result *r, void *ud)
     emb_slot *sl = ud;
     srv_embed *e = sl->e;
     uv_mutex_lock(&e->mu);
-    if (r->vec)
+    if (r->queued_ns > e->queue_ns) e->queue_ns = r->queued_ns;
+    if (r->vec) {
         memcpy(e->vecs + (size_t)sl->i * e->dims, r->vec, (size_t)r->dims * sizeof(float));
-    else if (r->canceled)
+        e->tokens_done += r->n_tokens;
+    } else if (r->canceled)
         e->any_canceled = true;
     else if (!e->err)
         e->err = r->err ? r->err : VKPT_EIO;
@@ -409,25 +466,31 @@ static void on_async(uv_async_t *a)
         conn->log_prompt_tokens = e->prompt_tokens;
         if (err) {
             bool lost = err == VKPT_EDEVLOST;
-            srv_conn_error(conn, lost ? 503 : 500, NULL, lost ? "device_lost" : "embedding_failed",
-                           "embedding failed: %s", vkpt_strerror(err));
+            char msg[300];
+            snprintf(msg, sizeof msg, "embedding failed: %s", vkpt_strerror(err));
+            answer_error(e, conn, lost ? 503 : 500, NULL, lost ? "device_lost" : "embedding_failed",
+                         msg, NULL);
         } else if (canceled) {
-            srv_conn_error(conn, 503, NULL, "server_shutting_down",
-                           "the request was canceled: the server is shutting down");
+            answer_error(e, conn, 503, NULL, "server_shutting_down",
+                         "the request was canceled: the server is shutting down", NULL);
         } else {
             srv_buf b = {0};
             write_body(e, &b);
             if (srv_buf_ok(&b))
-                srv_conn_respond(conn, 200, "application/json", NULL, b.p, b.n);
+                srv_conn_respond(conn, 200, "application/json",
+                                 e->adm.extra_headers[0] ? e->adm.extra_headers : NULL, b.p, b.n);
             else
-                srv_conn_error(conn, 500, NULL, NULL, "out of memory writing the response");
+                answer_error(e, conn, 500, NULL, NULL, "out of memory writing the response", NULL);
             srv_buf_free(&b);
         }
     }
     emb_close(e);
 }
 
-/* PARSE -> QUEUED: every input is token ids; check them and submit. */
+static void emb_submit_to(srv_embed *e, vkpt_embedder *emb);
+
+/* PARSE -> QUEUED: every input is token ids; check them, pass admission
+ * (a provisioned endpoint's model), submit. */
 static void emb_submit(srv_embed *e)
 {
     srv_model *m = e->model;
@@ -444,7 +507,8 @@ static void emb_submit(srv_embed *e)
                  e->work_err == VKPT_ENOMEM ? NULL : "invalid_prompt", msg);
         return;
     }
-    uint32_t max_len = vkpt_embedder_max_seq_len(m->embedder);
+    /* an endpoint's replicas embed at most the entity's context */
+    uint32_t max_len = m->embedder ? vkpt_embedder_max_seq_len(m->embedder) : m->n_ctx;
     for (uint32_t i = 0; i < s->n_inputs; i++) {
         char param[32];
         snprintf(param, sizeof param, s->n_inputs > 1 ? "input[%u]" : "input", i);
@@ -465,6 +529,40 @@ static void emb_submit(srv_embed *e)
             }
         e->prompt_tokens += s->n_ids[i];
     }
+    vkpt_embedder *emb = m->embedder;
+    if (m->adm) {
+        e->adm.tokens = e->prompt_tokens;
+        int r = m->adm->embed_admit(&e->adm, &emb);
+        if (r == SRV_ADMIT_WAIT) {
+            e->parked = true;
+            return;
+        }
+        if (r != SRV_ADMIT_GO) return; /* answered and closed */
+    }
+    emb_submit_to(e, emb);
+}
+
+void srv_embed_resume(srv_embed *e, vkpt_embedder *emb)
+{
+    e->parked = false;
+    emb_submit_to(e, emb);
+}
+
+/* QUEUED: every input goes to `emb` (the model's embedder, or the replica
+ * admission picked). */
+static void emb_submit_to(srv_embed *e, vkpt_embedder *emb)
+{
+    const srv_embed_spec *s = &e->spec;
+    char msg[512];
+    e->emb = emb;
+    uint32_t n_embd = vkpt_embedder_dim(emb);
+    if (s->dims > n_embd) {
+        snprintf(msg, sizeof msg, "dimensions must be at most %u for this model; got %u", n_embd,
+                 s->dims);
+        emb_fail(e, 400, "dimensions", "invalid_value", msg);
+        return;
+    }
+    e->dims = s->dims ? s->dims : n_embd;
     vkpt_embed_params p = {.pooling = s->pooling, .normalize = s->normalize, .dims = s->dims};
     e->vecs = vkpt_malloc((size_t)s->n_inputs * e->dims * sizeof(float));
     e->rq = vkpt_calloc(s->n_inputs, sizeof *e->rq);
@@ -480,7 +578,7 @@ static void emb_submit(srv_embed *e)
     uv_mutex_unlock(&e->mu);
     for (uint32_t i = 0; i < s->n_inputs && !err; i++) {
         e->slots[i] = (emb_slot){e, i};
-        err = vkpt_embedder_submit(m->embedder, s->ids[i], s->n_ids[i], &p, on_vector, &e->slots[i],
+        err = vkpt_embedder_submit(emb, s->ids[i], s->n_ids[i], &p, on_vector, &e->slots[i],
                                    &e->rq[i]);
         if (!err) e->submitted++;
     }
@@ -494,15 +592,15 @@ static void emb_submit(srv_embed *e)
             e->conn = NULL;
             conn->embed = NULL;
             bool unavailable = err == VKPT_ESTATE || err == VKPT_EDEVLOST;
-            srv_conn_error(conn,
-                           unavailable          ? 503
-                           : err == VKPT_EINVAL ? 400
-                                                : 500,
-                           NULL,
-                           unavailable          ? "engine_unavailable"
-                           : err == VKPT_EINVAL ? "invalid_value"
-                                                : NULL,
-                           "%s", msg);
+            answer_error(e, conn,
+                         unavailable          ? 503
+                         : err == VKPT_EINVAL ? 400
+                                              : 500,
+                         NULL,
+                         unavailable          ? "engine_unavailable"
+                         : err == VKPT_EINVAL ? "invalid_value"
+                                              : NULL,
+                         msg, NULL);
         }
         e->canceled = true;
     }
@@ -577,22 +675,33 @@ void srv_h_embeddings(srv_ctx *ctx)
         srv_conn_error(
             ctx->conn, 404, "model", "model_not_found",
             "The model \"%s\" does not exist; this server serves %s (see GET /v1/models)",
-            spec.model, list);
+            spec.model, list[0] ? list : "no model directly (endpoints only)");
         srv_embed_spec_free(&spec);
         return;
     }
-    if (!m->embedder) {
-        srv_conn_error(ctx->conn, 400, "model", "invalid_value",
-                       "The model \"%s\" generates text; it has no embeddings. Serve an embedding "
-                       "model (bert, nomic-bert, GTE) for /v1/embeddings",
-                       m->id);
+    srv_embed_start(ctx, m, &spec, false);
+}
+
+void srv_embed_start(srv_ctx *ctx, srv_model *m, srv_embed_spec *spec_in, bool db_errors)
+{
+    vkpt_server *s = ctx->srv;
+    srv_embed_spec spec = *spec_in;
+    memset(spec_in, 0, sizeof *spec_in);
+    /* an endpoint's model embeds when its admission has embedding hooks */
+    if (m->adm ? !m->adm->embed_admit : !m->embedder) {
+        const char *msg = "The model \"%s\" generates text; it has no embeddings. Serve an "
+                          "embedding model (bert, nomic-bert, GTE) for /v1/embeddings";
+        if (db_errors)
+            srv_conn_db_error(ctx->conn, 400, srv_db_error_code(400), NULL, msg, m->id);
+        else
+            srv_conn_error(ctx->conn, 400, "model", "invalid_value", msg, m->id);
         srv_embed_spec_free(&spec);
         return;
     }
-    uint32_t n_embd = vkpt_embedder_dim(m->embedder);
-    if (spec.dims > n_embd) {
+    if (m->embedder && spec.dims > vkpt_embedder_dim(m->embedder)) {
         srv_conn_error(ctx->conn, 400, "dimensions", "invalid_value",
-                       "dimensions must be at most %u for this model; got %u", n_embd, spec.dims);
+                       "dimensions must be at most %u for this model; got %u",
+                       vkpt_embedder_dim(m->embedder), spec.dims);
         srv_embed_spec_free(&spec);
         return;
     }
@@ -606,14 +715,21 @@ void srv_h_embeddings(srv_ctx *ctx)
     e->srv = s;
     e->model = m;
     e->spec = spec;
-    e->dims = spec.dims ? spec.dims : n_embd;
+    e->db_errors = db_errors;
     e->conn = ctx->conn;
     ctx->conn->embed = e;
     e->t_arrival_ns = ctx->conn->t_req_ns;
+    e->adm.req = e;
+    e->adm.model = m;
+    srv_list_init(&e->adm.link);
     s->n_gens++;
     uv_async_init(&s->loop, &e->async, on_async);
     e->async.data = e;
     e->work.data = e;
+    if (m->adm) {
+        e->adm_started = true;
+        m->adm->embed_start(&e->adm);
+    }
     if (e->spec.texts) {
         /* token arrays for the tokenized texts */
         e->spec.ids = vkpt_calloc(e->spec.n_inputs, sizeof *e->spec.ids);
@@ -639,6 +755,8 @@ void srv_embed_detach(srv_embed *e)
     e->conn = NULL;
     e->canceled = true;
     for (uint32_t i = 0; e->rq && i < e->submitted; i++) vkpt_embed_request_cancel(e->rq[i]);
+    /* parked for a replica: nothing will wake it, close it now */
+    if (e->parked) emb_close(e);
     /* PARSE with work pending: after_work_cb closes it; QUEUED: the last
      * callback does */
 }

@@ -15,11 +15,19 @@
  * inputs in the embedder; it closes when the last callback has arrived.
  * While in flight a request counts in the server's n_gens, so a graceful
  * stop waits for it (embeddings finish in one step; they are not canceled
- * at the drain deadline). */
+ * at the drain deadline).
+ *
+ * A provisioned endpoint's model (srv_model.adm, endpoints.h) has no
+ * embedder of its own: once the inputs are tokenized, admission charges
+ * their tokens to the endpoint and picks a replica's embedder (GO), or
+ * refuses (429 over max), or parks the request until a replica starts
+ * (WAIT, then srv_embed_resume or srv_embed_fail). */
 #ifndef VKPT_SERVER_EMBEDDINGS_H
 #define VKPT_SERVER_EMBEDDINGS_H
 
 #include "router.h"
+#include "util.h"
+#include "vkpt/embed.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +63,34 @@ void srv_embed_spec_free(srv_embed_spec *s);
  * to `out`. */
 void srv_base64_f32(srv_buf *out, const float *v, size_t n);
 
-/* The handler is srv_h_embeddings (router.h). The connection is closing: write nothing more, cancel in the embedder. */
+/* What a provisioned endpoint's admission keeps on an embeddings request
+ * (endpoints_rt.c; loop thread). */
+typedef struct srv_embed_adm {
+    srv_embed *req;
+    struct srv_model *model;
+    srv_list link;           /* the served entity's parked requests */
+    void *replica;           /* the replica admission chose */
+    double charged;          /* tokens charged to the endpoint's bucket */
+    uint32_t tokens;         /* the inputs' tokens (the charge) */
+    uint32_t tokens_done;    /* embedded, known at finish */
+    uint64_t wait_ns;        /* when it began to wait for a replica; a duration once resumed */
+    uint64_t queue_ns;       /* its longest input's time in the embedder's queue */
+    char extra_headers[256]; /* response header lines ("served-model-name: ...") */
+} srv_embed_adm;
+
+/* Answer ctx's request with embeddings from model `m`; takes `spec` over (it
+ * is zeroed). `db_errors`: errors are Databricks-shaped (the invocations
+ * route). Errors are answered here. */
+void srv_embed_start(srv_ctx *ctx, struct srv_model *m, srv_embed_spec *spec, bool db_errors);
+/* A parked request got its replica: submit its inputs to `emb`. */
+void srv_embed_resume(srv_embed *e, vkpt_embedder *emb);
+/* Answer an error for a request in no embedder (refused or parked by
+ * admission), then close it. `extra_headers` is NULL or header lines. */
+void srv_embed_fail(srv_embed *e, int status, const char *code, const char *msg,
+                    const char *extra_headers);
+
+/* The handler is srv_h_embeddings (router.h). The connection is closing:
+ * write nothing more, cancel in the embedder. */
 void srv_embed_detach(srv_embed *e);
 
 #endif

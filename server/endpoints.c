@@ -579,6 +579,12 @@ static ep_entity *entity_make(ep_op *op, ep_endpoint *ep, size_t i)
     cJSON *meta = cJSON_Parse(e->mv.metadata ? e->mv.metadata : "{}");
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(meta, "system_prompt");
     if (cJSON_IsString(v)) sys = v->valuestring;
+    /* an embedding model's pooling/normalize (checked when registered) */
+    v = cJSON_GetObjectItemCaseSensitive(meta, "pooling");
+    if (cJSON_IsString(v) && vkpt_pooling_by_name(v->valuestring) > 0)
+        e->pooling = vkpt_pooling_by_name(v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(meta, "normalize");
+    if (cJSON_IsBool(v)) e->normalize = cJSON_IsTrue(v) ? VKPT_NORMALIZE_ON : VKPT_NORMALIZE_OFF;
     v = cJSON_GetObjectItemCaseSensitive(meta, "chat_template");
     if (cJSON_IsString(v)) tpl = v->valuestring;
     err = srv_model_init_fields(&e->api, ep->name, e->tok, ctx, tpl, sys);
@@ -587,7 +593,8 @@ static ep_entity *entity_make(ep_op *op, ep_endpoint *ep, size_t i)
         cfg_bad(op, 400, "served entity %s: %s", e->name, vkpt_errmsg(err));
         goto fail;
     }
-    e->api.adm = &srv_ep_admission;
+    e->embed = !strcmp(e->mv.task, VKPT_TASK_EMBEDDINGS);
+    e->api.adm = e->embed ? &srv_ep_embed_admission : &srv_ep_admission;
     e->api.adm_ud = e;
     return e;
 oom:
@@ -1075,10 +1082,28 @@ void srv_h_ep_invoke(srv_ctx *ctx)
                           ep->name);
         return;
     }
+    const srv_buf *body = &ctx->req->body;
+    if (!strcmp(ep->task, VKPT_TASK_EMBEDDINGS)) {
+        srv_embed_spec es;
+        int status = 0;
+        char param[64], msg[512];
+        const char *code = NULL;
+        if (srv_embed_parse(body->p ? body->p : "", body->n, &es, &status, param, sizeof param,
+                            &code, msg, sizeof msg)) {
+            srv_conn_db_error(ctx->conn, status, srv_db_error_code(status), NULL,
+                              "%s (this endpoint's task is llm/v1/embeddings: send {\"input\": "
+                              "...})",
+                              msg);
+            return;
+        }
+        vkpt_free(es.model);
+        es.model = NULL;
+        srv_embed_start(ctx, &pick_entity(ep)->api, &es, true);
+        return;
+    }
     int api = !strcmp(ep->task, VKPT_TASK_COMPLETIONS) ? SRV_API_COMPLETION : SRV_API_CHAT;
     srv_gen_spec spec;
     srv_api_error e;
-    const srv_buf *body = &ctx->req->body;
     if (srv_openai_parse(api, body->p ? body->p : "", body->n, &spec, &e)) {
         srv_conn_db_error(ctx->conn, e.status, srv_db_error_code(e.status), NULL, "%s%s", e.message,
                           api == SRV_API_CHAT ? " (this endpoint's task is llm/v1/chat: send "
@@ -1179,15 +1204,6 @@ void srv_h_ep_optinfo(srv_ctx *ctx)
     if (err) {
         vkpt_free(op);
         srv_conn_db_error(ctx->conn, status_of(err), NULL, NULL, "%s", vkpt_errmsg(err));
-        return;
-    }
-    if (!strcmp(op->mv.task, VKPT_TASK_EMBEDDINGS)) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddBoolToObject(o, "optimizable", false);
-        cJSON_AddStringToObject(o, "model_type", op->mv.model_type);
-        respond_obj(ctx->conn, 200, o);
-        vkpt_model_version_free(&op->mv);
-        vkpt_free(op);
         return;
     }
     op->st = st;

@@ -9,9 +9,11 @@
 #define VKPT_SERVER_ENDPOINTS_H
 
 #include "router.h"
+#include "vkpt/embed.h"
 #include "vkpt/engine.h"
 
 struct srv_gen;
+struct srv_embed_adm;
 struct cJSON;
 
 /* Admission of generation requests for a model that is a provisioned
@@ -23,12 +25,21 @@ struct cJSON;
  *          follows, or srv_gen_fail), or SRV_ADMIT_REFUSED (already answered
  *          with srv_gen_fail, e.g. 429);
  *   finish exactly once when the request closes (after DONE, or before it
- *          was submitted), with g->prompt_tokens/completion_tokens final. */
+ *          was submitted), with g->prompt_tokens/completion_tokens final.
+ * Embeddings requests (embeddings.c) go through the embed_* hooks the same
+ * way, on their srv_embed_adm: admit charges a->tokens (the inputs' tokens)
+ * and sets *embedder; WAIT ends in srv_embed_resume or srv_embed_fail;
+ * finish has a->tokens_done (embedded) and a->queue_ns. A model whose
+ * admission has no embed hooks generates text; one whose generation hooks
+ * refuse every request (400) embeds. */
 enum { SRV_ADMIT_GO = 0, SRV_ADMIT_WAIT = 1, SRV_ADMIT_REFUSED = 2 };
 typedef struct srv_admission {
     void (*start)(struct srv_gen *g);
     int (*admit)(struct srv_gen *g, vkpt_engine **engine);
     void (*finish)(struct srv_gen *g);
+    void (*embed_start)(struct srv_embed_adm *a);
+    int (*embed_admit)(struct srv_embed_adm *a, vkpt_embedder **embedder);
+    void (*embed_finish)(struct srv_embed_adm *a);
 } srv_admission;
 
 /* The served entity behind endpoint `name` for one request (chosen by the

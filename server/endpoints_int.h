@@ -7,8 +7,8 @@
  * being applied (pend). An entity is reference-counted: its config holds
  * one reference, every request on it one, every job on it one; when it
  * leaves its config it is "retired" (its replicas drain) and it is freed
- * when the last reference goes. A replica is one engine on
- * one device queue; loaded models are shared by every replica of the same
+ * when the last reference goes. A replica is one engine (an embedder for
+ * an llm/v1/embeddings model) on one device queue; loaded models are shared by every replica of the same
  * files on the same device and unloaded with the last one.
  *
  * Threads: everything here is loop-thread state except the model cache
@@ -17,6 +17,7 @@
 #ifndef VKPT_SERVER_ENDPOINTS_INT_H
 #define VKPT_SERVER_ENDPOINTS_INT_H
 
+#include "embeddings.h"
 #include "endpoints.h"
 #include "request.h"
 #include "server_int.h"
@@ -65,8 +66,9 @@ typedef struct ep_replica {
     struct ep_entity *ent;
     ep_devq *dq;
     ep_model *lm;
-    vkpt_engine *engine;
-    int state; /* enum ep_replica_state */
+    vkpt_engine *engine;     /* generative models */
+    vkpt_embedder *embedder; /* embedding models (entity->embed) */
+    int state;               /* enum ep_replica_state */
     uint32_t in_flight;
     double weight;
     uint64_t t_start_ns;   /* start job queued */
@@ -90,7 +92,9 @@ typedef struct ep_entity {
     int traffic_pct;
     int wrr; /* smooth weighted round robin state */
     vkpt_model_version mv;
-    uint64_t chunk; /* tokens/s of a chunk (the serving device's, or the test override) */
+    bool embed;             /* task llm/v1/embeddings: replicas are embedders */
+    int pooling, normalize; /* embedders' defaults from the version's metadata (0: the model's) */
+    uint64_t chunk;         /* tokens/s of a chunk (the serving device's, or the test override) */
     int64_t created_ms;
     /* the request layer's view (tokenizer, template, context, metrics) */
     srv_model api;
@@ -102,7 +106,8 @@ typedef struct ep_entity {
     char message[512]; /* deployment_state_message */
     /* admission */
     vkpt_bucket bucket;
-    srv_list waiting; /* srv_gen.adm_link of requests waiting for a replica */
+    srv_list waiting; /* srv_gen.adm_link (srv_embed_adm.link when embed) of requests
+                         waiting for a replica */
     uint32_t n_waiting;
     uint64_t cold_t0; /* first request waiting for the current cold start */
     /* autoscaling */
@@ -157,7 +162,8 @@ typedef struct srv_ep {
 
 /* ---- endpoints_rt.c ---------------------------------------------------------------- */
 
-extern const srv_admission srv_ep_admission;
+extern const srv_admission srv_ep_admission;       /* generative entities */
+extern const srv_admission srv_ep_embed_admission; /* embedding entities */
 
 /* Entity lifetime. */
 void ep_entity_ref(ep_entity *e);

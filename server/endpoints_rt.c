@@ -7,7 +7,12 @@
  * scheduling over tokens processed): an entity's weight is its provisioned
  * share, max(min_provisioned_throughput, one chunk) tokens/s, split evenly
  * over its replicas, so an endpoint gets the same share however many
- * replicas carry it. */
+ * replicas carry it.
+ *
+ * An embedding model's entity (task llm/v1/embeddings) runs the same way
+ * with embedders for replicas: they take their steps under the same
+ * arbiter, its tokens are input tokens (charged, counted, weighted), and
+ * its requests come through the embed_* admission hooks. */
 #include "endpoints_int.h"
 
 #include <math.h>
@@ -166,16 +171,43 @@ void ep_entity_unref(ep_entity *e)
     entity_free(e);
 }
 
+/* Tokens a replica processed: prompt + generated, or input tokens embedded. */
+static uint64_t replica_tokens(ep_replica *r)
+{
+    if (r->embedder) {
+        vkpt_embedder_stats st;
+        vkpt_embedder_get_stats(r->embedder, &st);
+        return st.tokens;
+    }
+    if (r->engine) {
+        vkpt_engine_stats st;
+        vkpt_engine_get_stats(r->engine, &st);
+        return st.prompt_tokens + st.generated_tokens;
+    }
+    return 0;
+}
+
+/* Requests queued inside the replica (its batch is full). */
+static uint32_t replica_queued(ep_replica *r)
+{
+    if (r->embedder) {
+        vkpt_embedder_stats st;
+        vkpt_embedder_get_stats(r->embedder, &st);
+        return st.queued;
+    }
+    if (r->engine) {
+        vkpt_engine_stats st;
+        vkpt_engine_get_stats(r->engine, &st);
+        return st.queued;
+    }
+    return 0;
+}
+
 uint64_t ep_entity_tokens(ep_entity *e)
 {
     uint64_t t = e->tokens_retired;
-    for (srv_list *n = e->replicas.next; n != &e->replicas; n = n->next) {
-        ep_replica *r = srv_container_of(n, ep_replica, link);
-        if (!r->engine) continue;
-        vkpt_engine_stats st;
-        vkpt_engine_get_stats(r->engine, &st);
-        t += st.prompt_tokens + st.generated_tokens;
-    }
+    for (srv_list *n = e->replicas.next; n != &e->replicas; n = n->next)
+        t += replica_tokens(srv_container_of(n, ep_replica, link));
     return t;
 }
 
@@ -188,11 +220,15 @@ bool ep_entity_ready(const ep_entity *e)
 static void fail_waiting(ep_entity *e, int status, const char *msg)
 {
     while (!srv_list_empty(&e->waiting)) {
-        srv_gen *g = srv_container_of(e->waiting.next, srv_gen, adm_link);
-        srv_list_remove(&g->adm_link);
+        srv_list *l = e->waiting.next;
+        srv_list_remove(l);
         e->n_waiting--;
-        srv_gen_fail(g, status, NULL, status == 503 ? "engine_unavailable" : NULL, msg,
-                     status == 503 ? "Retry-After: 1\r\n" : NULL);
+        const char *code = status == 503 ? "engine_unavailable" : NULL;
+        const char *hdr = status == 503 ? "Retry-After: 1\r\n" : NULL;
+        if (e->embed)
+            srv_embed_fail(srv_container_of(l, srv_embed_adm, link)->req, status, code, msg, hdr);
+        else
+            srv_gen_fail(srv_container_of(l, srv_gen, adm_link), status, NULL, code, msg, hdr);
     }
     e->cold_t0 = 0;
 }
@@ -267,7 +303,25 @@ static void job_work(uv_work_t *w)
             return;
         }
         int err = model_acquire(st, e->mv.source, r->dq->dev, e->api.n_ctx, &r->lm);
-        if (!err) {
+        if (!err && e->embed) {
+            /* the embedder vkpt_calibrate measured (its defaults, batch
+             * invariant), inputs up to the entity's context */
+            vkpt_embedder_opts bo = {
+                .max_seq_len = e->api.n_ctx,
+                .queue = r->dq->queue,
+                .pooling = e->pooling,
+                .normalize = e->normalize,
+                .batch_invariant = st->o.batch_invariant,
+                .arbiter = r->dq->arb,
+                .weight = r->weight,
+            };
+            err = vkpt_embedder_create(r->lm->m, &bo, &r->embedder);
+            if (err) {
+                snprintf(j->msg, sizeof j->msg, "%s", vkpt_errmsg(err));
+                model_release(st, r->lm);
+                r->lm = NULL;
+            }
+        } else if (!err) {
             vkpt_engine_opts eo = {
                 .n_ctx = e->api.n_ctx,
                 .max_seqs = st->o.max_seqs,
@@ -291,13 +345,11 @@ static void job_work(uv_work_t *w)
         j->err = err;
     } else if (j->kind == JOB_STOP) {
         ep_replica *r = j->rep;
-        if (r->engine) {
-            vkpt_engine_stats es;
-            vkpt_engine_get_stats(r->engine, &es);
-            r->tokens_final = es.prompt_tokens + es.generated_tokens;
-            vkpt_engine_destroy(r->engine);
-            r->engine = NULL;
-        }
+        r->tokens_final = replica_tokens(r);
+        vkpt_engine_destroy(r->engine);
+        r->engine = NULL;
+        vkpt_embedder_destroy(r->embedder);
+        r->embedder = NULL;
         model_release(st, r->lm);
         r->lm = NULL;
     } else {
@@ -437,6 +489,7 @@ static void entity_reweight(ep_entity *e)
         r->dq->weight += w - r->weight;
         r->weight = w;
         if (r->engine) vkpt_engine_set_weight(r->engine, w);
+        if (r->embedder) vkpt_embedder_set_weight(r->embedder, w);
     }
 }
 
@@ -449,12 +502,6 @@ static ep_replica *pick_replica(ep_entity *e)
         if (!best || r->in_flight < best->in_flight) best = r;
     }
     return best;
-}
-
-static void send_to(srv_gen *g, ep_replica *r)
-{
-    r->in_flight++;
-    g->adm_replica = r;
 }
 
 static void after_start(ep_job *j)
@@ -490,6 +537,10 @@ static void after_start(ep_job *j)
         r->state = EP_REP_DRAINING;
         e->n_draining++;
         replica_stop(r);
+        if (st->stopping && !e->retired)
+            fail_waiting(e, 503,
+                         "the server is shutting down; the replica this request waited "
+                         "for was stopped");
         return;
     }
     r->state = EP_REP_READY;
@@ -511,11 +562,23 @@ static void after_start(ep_job *j)
                   e->name, cold, e->n_waiting);
         e->cold_t0 = 0;
         while (!srv_list_empty(&e->waiting)) {
-            srv_gen *g = srv_container_of(e->waiting.next, srv_gen, adm_link);
-            srv_list_remove(&g->adm_link);
+            srv_list *l = e->waiting.next;
+            srv_list_remove(l);
             e->n_waiting--;
             ep_replica *to = pick_replica(e);
-            send_to(g, to);
+            to->in_flight++;
+            if (e->embed) {
+                srv_embed_adm *a = srv_container_of(l, srv_embed_adm, link);
+                a->replica = to;
+                a->wait_ns = now - a->wait_ns; /* from here on: the time it waited */
+                size_t used = strlen(a->extra_headers);
+                snprintf(a->extra_headers + used, sizeof a->extra_headers - used,
+                         "x-vkpt-cold-start-ms: %.0f\r\n", (double)a->wait_ns / 1e6);
+                srv_embed_resume(a->req, to->embedder);
+                continue;
+            }
+            srv_gen *g = srv_container_of(l, srv_gen, adm_link);
+            g->adm_replica = to;
             uint64_t waited = now - g->adm_wait_ns;
             g->adm_wait_ns = waited; /* from here on: the time it waited */
             size_t used = strlen(g->extra_headers);
@@ -583,52 +646,41 @@ static void adm_start(srv_gen *g)
     e->last_busy_ns = vkpt_now_ns();
 }
 
-static int adm_admit(srv_gen *g, vkpt_engine **engine)
+enum { ADM_GO, ADM_WAIT, ADM_RETIRED, ADM_THROTTLED, ADM_NO_REPLICA };
+
+/* The admission decision of a request that may use `charge` tokens, for
+ * generations and embeddings alike: ADM_GO with *rep (its in_flight
+ * counted), ADM_WAIT (pushed on the entity's waiting list through
+ * `wait_link`, *wait_ns set; a cold start is begun if none is), or a
+ * refusal: the config changed (RETIRED), over max (THROTTLED, *retry_s),
+ * a replica cannot start (NO_REPLICA). Admitted requests are charged. */
+static int admit_core(ep_entity *e, double charge, srv_list *wait_link, uint64_t *wait_ns,
+                      ep_replica **rep, double *retry_s)
 {
-    ep_entity *e = g->model->adm_ud;
-    char msg[512], hdr[64];
-    snprintf(g->extra_headers, sizeof g->extra_headers, "served-model-name: %s\r\n", e->name);
-    if (e->retired) {
-        snprintf(msg, sizeof msg, "endpoint %s changed its config while the request waited; retry",
-                 e->ep_name);
-        srv_gen_fail(g, 503, NULL, "engine_unavailable", msg, "Retry-After: 1\r\n");
-        return SRV_ADMIT_REFUSED;
-    }
+    if (e->retired) return ADM_RETIRED;
     uint64_t now = vkpt_now_ns();
-    double charge = (double)g->prompt.n + (double)g->spec.gp.max_tokens * g->spec.gp.n;
-    double wait = 0;
-    if (!vkpt_bucket_take(&e->bucket, charge, now, &wait)) {
+    if (!vkpt_bucket_take(&e->bucket, charge, now, retry_s)) {
         e->throttled++;
-        long secs = (long)ceil(wait);
-        if (secs < 1) secs = 1;
-        snprintf(hdr, sizeof hdr, "Retry-After: %ld\r\n", secs);
-        snprintf(msg, sizeof msg,
-                 "endpoint %s is over its max_provisioned_throughput of %lld tokens/s (prompt + "
-                 "max_tokens are counted when a request arrives, unused tokens are given back); "
-                 "retry after %ld s",
-                 e->ep_name, (long long)e->max_tps, secs);
-        srv_gen_fail(g, 429, NULL, "rate_limit_exceeded", msg, hdr);
-        return SRV_ADMIT_REFUSED;
+        return ADM_THROTTLED;
     }
-    g->adm_charged = charge;
     e->charged_since_tick += (uint64_t)charge;
     e->requests++;
     e->in_flight++;
     e->last_busy_ns = now;
     ep_replica *r = pick_replica(e);
     if (r) {
-        send_to(g, r);
-        *engine = r->engine;
-        return SRV_ADMIT_GO;
+        r->in_flight++;
+        *rep = r;
+        return ADM_GO;
     }
     if (e->deploy == EP_DEPLOY_FAILED && e->n_starting == 0) {
         /* try again: a failed replica start may have been transient */
         e->deploy = EP_DEPLOY_CREATING;
     }
     /* no replica: wait for one (scaled to zero, or all are starting) */
-    srv_list_push(&e->waiting, &g->adm_link);
+    srv_list_push(&e->waiting, wait_link);
     e->n_waiting++;
-    g->adm_wait_ns = now;
+    *wait_ns = now;
     if (!e->cold_t0) e->cold_t0 = now;
     if (e->n_starting == 0) {
         VKPT_LOGI("endpoints: %s/%s: cold start (a request arrived with no replica)", e->ep_name,
@@ -637,50 +689,163 @@ static int adm_admit(srv_gen *g, vkpt_engine **engine)
         e->scale_ups++;
         e->st->scaling_actions++;
         if (replica_start(e, true)) {
-            srv_list_remove(&g->adm_link);
+            srv_list_remove(wait_link);
             e->n_waiting--;
             e->cold_start_failures++;
-            snprintf(msg, sizeof msg, "endpoint %s cannot start a replica: %s", e->ep_name,
-                     vkpt_errmsg(VKPT_EFULL));
-            srv_gen_fail(g, 503, NULL, "engine_unavailable", msg, "Retry-After: 1\r\n");
-            return SRV_ADMIT_REFUSED;
+            return ADM_NO_REPLICA; /* it stays charged and in flight until finish */
         }
     }
-    return SRV_ADMIT_WAIT;
+    return ADM_WAIT;
+}
+
+/* The answer of a refusal: status, code, message and header lines. */
+static int refusal(const ep_entity *e, int how, double retry_s, char *msg, size_t cap, char *hdr,
+                   size_t hcap, const char **code)
+{
+    hdr[0] = 0;
+    if (how == ADM_THROTTLED) {
+        long secs = (long)ceil(retry_s);
+        if (secs < 1) secs = 1;
+        snprintf(hdr, hcap, "Retry-After: %ld\r\n", secs);
+        snprintf(msg, cap,
+                 "endpoint %s is over its max_provisioned_throughput of %lld tokens/s (%s are "
+                 "counted when a request arrives%s); retry after %ld s",
+                 e->ep_name, (long long)e->max_tps,
+                 e->embed ? "input tokens" : "prompt + max_tokens",
+                 e->embed ? "" : ", unused tokens are given back", secs);
+        *code = "rate_limit_exceeded";
+        return 429;
+    }
+    snprintf(hdr, hcap, "Retry-After: 1\r\n");
+    *code = "engine_unavailable";
+    if (how == ADM_RETIRED)
+        snprintf(msg, cap, "endpoint %s changed its config while the request waited; retry",
+                 e->ep_name);
+    else
+        snprintf(msg, cap, "endpoint %s cannot start a replica: %s", e->ep_name,
+                 vkpt_errmsg(VKPT_EFULL));
+    return 503;
+}
+
+static int adm_admit(srv_gen *g, vkpt_engine **engine)
+{
+    ep_entity *e = g->model->adm_ud;
+    snprintf(g->extra_headers, sizeof g->extra_headers, "served-model-name: %s\r\n", e->name);
+    double charge = (double)g->prompt.n + (double)g->spec.gp.max_tokens * g->spec.gp.n;
+    double retry = 0;
+    ep_replica *r = NULL;
+    int how = admit_core(e, charge, &g->adm_link, &g->adm_wait_ns, &r, &retry);
+    if (how == ADM_GO || how == ADM_WAIT || how == ADM_NO_REPLICA) g->adm_charged = charge;
+    if (how == ADM_GO) {
+        g->adm_replica = r;
+        *engine = r->engine;
+        return SRV_ADMIT_GO;
+    }
+    if (how == ADM_WAIT) return SRV_ADMIT_WAIT;
+    char msg[512], hdr[64];
+    const char *code;
+    int status = refusal(e, how, retry, msg, sizeof msg, hdr, sizeof hdr, &code);
+    srv_gen_fail(g, status, NULL, code, msg, hdr);
+    return SRV_ADMIT_REFUSED;
+}
+
+/* A request on an entity leaves: its replica may stop (draining), unused
+ * tokens go back to the bucket, its queue time is observed when it ran. */
+static void leave(ep_entity *e, srv_list *wait_link, ep_replica *r, double charged, double used,
+                  bool ran, uint64_t wait_ns, uint64_t queue_ns)
+{
+    uint64_t now = vkpt_now_ns();
+    if (!srv_list_empty(wait_link)) {
+        srv_list_remove(wait_link);
+        e->n_waiting--;
+        if (!e->n_waiting) e->cold_t0 = 0;
+    }
+    if (r && --r->in_flight == 0 && r->state == EP_REP_DRAINING) replica_stop(r);
+    if (charged > 0) {
+        if (charged > used) vkpt_bucket_refund(&e->bucket, charged - used, now);
+        e->in_flight--;
+        /* queue time: waiting for a replica (a duration once resumed) + in the replica */
+        if (ran) srv_hist_observe(&e->queue_time, (double)(wait_ns + queue_ns) / 1e9);
+    }
+    e->last_busy_ns = now;
+    ep_entity_unref(e);
 }
 
 static void adm_finish(srv_gen *g)
 {
     ep_entity *e = g->model->adm_ud;
-    uint64_t now = vkpt_now_ns();
-    if (!srv_list_empty(&g->adm_link)) {
-        srv_list_remove(&g->adm_link);
-        e->n_waiting--;
-        if (!e->n_waiting) e->cold_t0 = 0;
-    }
     ep_replica *r = g->adm_replica;
-    if (r) {
-        g->adm_replica = NULL;
-        if (--r->in_flight == 0 && r->state == EP_REP_DRAINING) replica_stop(r);
+    g->adm_replica = NULL;
+    /* it ran when DONE came with its prompt counted */
+    leave(e, &g->adm_link, r, g->adm_charged, (double)g->prompt_tokens + g->completion_tokens,
+          g->prompt_tokens != 0, g->adm_wait_ns, g->adm_queue_ns);
+}
+
+/* An embedding endpoint's model answers no generation. */
+static int adm_admit_no_generation(srv_gen *g, vkpt_engine **engine)
+{
+    ep_entity *e = g->model->adm_ud;
+    char msg[400];
+    (void)engine;
+    snprintf(g->extra_headers, sizeof g->extra_headers, "served-model-name: %s\r\n", e->name);
+    snprintf(msg, sizeof msg,
+             "endpoint %s serves llm/v1/embeddings (%s): send {\"input\": ...} to its "
+             "invocations or to /v1/embeddings",
+             e->ep_name, e->entity_name);
+    srv_gen_fail(g, 400, "model", "invalid_value", msg, NULL);
+    return SRV_ADMIT_REFUSED;
+}
+
+static void adm_embed_start(srv_embed_adm *a)
+{
+    ep_entity *e = a->model->adm_ud;
+    ep_entity_ref(e);
+    e->last_busy_ns = vkpt_now_ns();
+}
+
+static int adm_embed_admit(srv_embed_adm *a, vkpt_embedder **embedder)
+{
+    ep_entity *e = a->model->adm_ud;
+    snprintf(a->extra_headers, sizeof a->extra_headers, "served-model-name: %s\r\n", e->name);
+    double charge = (double)a->tokens, retry = 0;
+    ep_replica *r = NULL;
+    int how = admit_core(e, charge, &a->link, &a->wait_ns, &r, &retry);
+    if (how == ADM_GO || how == ADM_WAIT || how == ADM_NO_REPLICA) a->charged = charge;
+    if (how == ADM_GO) {
+        a->replica = r;
+        *embedder = r->embedder;
+        return SRV_ADMIT_GO;
     }
-    if (g->adm_charged > 0) {
-        double used = (double)g->prompt_tokens + g->completion_tokens;
-        if (g->adm_charged > used) vkpt_bucket_refund(&e->bucket, g->adm_charged - used, now);
-        e->in_flight--;
-        if (g->prompt_tokens) { /* it ran: DONE came */
-            /* queue time: waiting for a replica + waiting in the engine */
-            uint64_t wait = g->adm_wait_ns; /* a duration once resumed (after_start) */
-            srv_hist_observe(&e->queue_time, (double)(wait + g->adm_queue_ns) / 1e9);
-        }
-    }
-    e->last_busy_ns = now;
-    ep_entity_unref(e);
+    if (how == ADM_WAIT) return SRV_ADMIT_WAIT;
+    char msg[512], hdr[64];
+    const char *code;
+    int status = refusal(e, how, retry, msg, sizeof msg, hdr, sizeof hdr, &code);
+    srv_embed_fail(a->req, status, code, msg, hdr);
+    return SRV_ADMIT_REFUSED;
+}
+
+static void adm_embed_finish(srv_embed_adm *a)
+{
+    ep_entity *e = a->model->adm_ud;
+    ep_replica *r = a->replica;
+    a->replica = NULL;
+    leave(e, &a->link, r, a->charged, (double)a->tokens_done, a->tokens_done != 0, a->wait_ns,
+          a->queue_ns);
 }
 
 const srv_admission srv_ep_admission = {
     .start = adm_start,
     .admit = adm_admit,
     .finish = adm_finish,
+};
+
+const srv_admission srv_ep_embed_admission = {
+    .start = adm_start,
+    .admit = adm_admit_no_generation,
+    .finish = adm_finish,
+    .embed_start = adm_embed_start,
+    .embed_admit = adm_embed_admit,
+    .embed_finish = adm_embed_finish,
 };
 
 /* ---- autoscaler --------------------------------------------------------------------------------- */
@@ -700,10 +865,8 @@ static void scale_entity(srv_ep *st, ep_entity *e, double dt, uint64_t now)
     uint32_t saturated = 0;
     for (srv_list *l = e->replicas.next; l != &e->replicas; l = l->next) {
         ep_replica *r = srv_container_of(l, ep_replica, link);
-        if (r->state != EP_REP_READY || !r->engine) continue;
-        vkpt_engine_stats es;
-        vkpt_engine_get_stats(r->engine, &es);
-        saturated += es.queued > 0;
+        if (r->state != EP_REP_READY) continue;
+        saturated += replica_queued(r) > 0;
     }
     uint32_t n = e->n_ready + e->n_starting;
     double need = ceil(e->demand_tps / (double)e->chunk - 1e-9);
@@ -791,12 +954,6 @@ void ep_tick_start(srv_ep *st)
 
 void ep_chunk_get(srv_ep *st, const vkpt_model_version *mv, bool force, ep_chunk_cb cb, void *ud)
 {
-    if (!strcmp(mv->task, VKPT_TASK_EMBEDDINGS)) {
-        cb(ud, 0, NULL, VKPT_EUNSUPPORTED,
-           "embedding models are not calibrated yet: provisioned throughput serves generative "
-           "models");
-        return;
-    }
     if (st->o.test_chunk_size) {
         cb(ud, st->o.test_chunk_size, NULL, 0, NULL);
         return;
@@ -957,15 +1114,17 @@ void srv_ep_metrics(vkpt_server *s, srv_buf *o, const char *only)
          "Tokens/s of one chunk (one replica) of the served model on this device.", "%llu",
          LLU(e->chunk));
     EACH("vkpt_endpoint_used_tokens_per_second", "gauge",
-         "Tokens (prompt + generated) the engines processed per second, smoothed over the "
-         "autoscaler's ticks.",
+         "Tokens (prompt + generated; input tokens for embeddings) the replicas processed per "
+         "second, smoothed over the autoscaler's ticks.",
          "%.3f", e->used_tps);
     EACH("vkpt_endpoint_demand_tokens_per_second", "gauge",
-         "Tokens per second asked for (prompt + max_tokens of admitted requests), smoothed.",
+         "Tokens per second asked for (prompt + max_tokens, or input tokens, of admitted "
+         "requests), smoothed.",
          "%.3f", e->demand_tps);
     EACH("vkpt_endpoint_tokens_total", "counter",
-         "Tokens (prompt + generated) the endpoint's engines processed.", "%llu",
-         LLU(ep_entity_tokens(e)));
+         "Tokens (prompt + generated; input tokens for embeddings) the endpoint's replicas "
+         "processed.",
+         "%llu", LLU(ep_entity_tokens(e)));
     EACH("vkpt_endpoint_requests_total", "counter", "Requests admitted.", "%llu", LLU(e->requests));
     EACH("vkpt_endpoint_throttled_requests_total", "counter",
          "Requests refused with 429 above max_provisioned_throughput.", "%llu", LLU(e->throttled));

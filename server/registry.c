@@ -508,6 +508,8 @@ int vkpt_registry_save_calibration(vkpt_store *st, const char *checksum,
     cJSON_AddStringToObject(d, "device", caps->name);
     cJSON_AddStringToObject(d, "driver", caps->driver_name);
     cJSON *w = cJSON_AddObjectToObject(d, "workload");
+    /* generation: prompt + output tokens per request; embeddings: inputs only */
+    cJSON_AddStringToObject(w, "kind", r->encoder ? "embeddings" : "generation");
     cJSON_AddNumberToObject(w, "input_tokens", r->input_tokens);
     cJSON_AddNumberToObject(w, "output_tokens", r->output_tokens);
     cJSON_AddNumberToObject(w, "context", r->n_ctx);

@@ -22,12 +22,14 @@ static void usage(FILE *f)
             "or a .gguf file / Hugging Face folder. Runs requests of min(2048, ctx*3/4) input +\n"
             "min(256, ctx/8) output tokens at concurrency 1, 2, 4, ... until throughput stops\n"
             "growing; the best tokens/s, rounded down to two significant figures, is the chunk\n"
-            "size. The result is stored for (model checksum, device, vkpt version).\n\n"
+            "size. An embedding model (encoder) is measured with inputs of min(512, ctx) tokens\n"
+            "(input tokens embedded per second) the same way. The result is stored for (model\n"
+            "checksum, device, vkpt version).\n\n"
             "  --version N          the registered model's version (default: latest)\n"
             "  --device D           device index, UUID or name part (see vkpt devices)\n"
             "  --level-seconds S    time per concurrency level (default 10)\n"
             "  --input-tokens N     override the workload's prompt length\n"
-            "  --output-tokens N    override the workload's output length\n"
+            "  --output-tokens N    override the workload's output length (not for encoders)\n"
             "  --max-concurrency N  highest level (default 64)\n"
             "  --ctx N              context length (default: the model's, at most 4096)\n"
             "  --data-dir DIR       the data directory (see vkpt register)\n"
@@ -134,6 +136,7 @@ int cmd_calibrate(int argc, char **argv)
             cJSON_AddStringToObject(o, "checksum", sum);
             cJSON_AddStringToObject(o, "device", caps->name);
             cJSON_AddStringToObject(o, "device_uuid", uuid);
+            cJSON_AddStringToObject(o, "workload", r.encoder ? "embeddings" : "generation");
             cJSON_AddNumberToObject(o, "tokens_per_second", r.tokens_per_s);
             cJSON_AddNumberToObject(o, "throughput_chunk_size", (double)r.chunk_size);
             cJSON_AddNumberToObject(o, "concurrency", r.concurrency);
@@ -152,6 +155,11 @@ int cmd_calibrate(int argc, char **argv)
             printf("%s\n", t);
             cJSON_free(t);
             cJSON_Delete(o);
+        } else if (r.encoder) {
+            printf("%s: %.1f input tokens/s at concurrency %u (inputs of %u tokens) -> "
+                   "throughput_chunk_size %llu%s\n",
+                   name ? name : source, r.tokens_per_s, r.concurrency, r.input_tokens,
+                   (unsigned long long)r.chunk_size, store ? " (stored)" : "");
         } else {
             printf("%s: %.1f tokens/s at concurrency %u (requests of %u + %u tokens) -> "
                    "throughput_chunk_size %llu%s\n",

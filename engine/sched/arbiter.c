@@ -101,8 +101,15 @@ void vkpt__arbiter_acquire(vkpt_arbiter *a, int id)
 {
     pthread_mutex_lock(&a->lock);
     member *me = &a->m[id];
-    double floor = min_vtime(a, id);
-    if (floor > me->vtime) me->vtime = floor; /* no credit for idle time */
+    /* no credit for idle time: a member that had no work rejoins at the
+     * minimum. One with work keeps its virtual time: raising it at every
+     * turn would cost a member with small steps (an engine's decode) its
+     * share against members with large ones (an embedder's batch), since
+     * it would lose every tie it reaches after one step. */
+    if (!me->active) {
+        double floor = min_vtime(a, id);
+        if (floor > me->vtime) me->vtime = floor;
+    }
     me->waiting = true;
     me->active = true;
     struct timespec until;

@@ -9,11 +9,17 @@
  * (canceled) without running. Each request gets exactly one callback, on
  * the worker thread, then the worker drops its reference.
  *
+ * Under a device arbiter (opts.arbiter) each step is one turn: the worker
+ * acquires it before the step, releases it with the step's input tokens
+ * after, and tells the arbiter it is idle before it sleeps on an empty
+ * queue (it gets no credit for idle time), exactly as an engine does.
+ *
  * Threading: submit/cancel/release/get_stats take `lock`; the queue is
  * handed to the worker under it; everything else runs on the worker. */
 #define _GNU_SOURCE
 #include "vkpt/embed.h"
 
+#include "arbiter.h"
 #include "encoder.h"
 
 #include <pthread.h>
@@ -41,6 +47,7 @@ struct vkpt_embedder {
     uint32_t max_seq_len, max_tokens, max_seqs;
     pthread_t thread;
     bool thread_started;
+    int arb_id; /* member id under o.arbiter; -1 before joining */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool stopping, lost;                     /* guarded by lock */
@@ -216,6 +223,12 @@ static void *worker_main(void *arg)
     vkpt_embedder *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->lock);
+        if (!e->stopping && !e->queue && e->o.arbiter) {
+            /* out of work: no turns are held for us meanwhile */
+            pthread_mutex_unlock(&e->lock);
+            vkpt__arbiter_idle(e->o.arbiter, e->arb_id);
+            pthread_mutex_lock(&e->lock);
+        }
         while (!e->stopping && !e->queue) pthread_cond_wait(&e->cond, &e->lock);
         if (e->stopping) {
             pthread_mutex_unlock(&e->lock);
@@ -231,13 +244,19 @@ static void *worker_main(void *arg)
             dropped = next;
         }
         if (!nb) continue;
-        uint64_t now = vkpt_now_ns();
+        uint32_t step_tokens = 0;
         for (uint32_t i = 0; i < nb; i++) {
             vkpt_embed_request *rq = e->batch[i];
-            rq->t_start = now;
             e->seqs[i] = (vkpt_enc_seq){rq->tokens, rq->n_tokens, rq->mode, rq->dims};
+            step_tokens += rq->n_tokens;
         }
+        bool turn = e->o.arbiter && !lost;
+        if (turn) vkpt__arbiter_acquire(e->o.arbiter, e->arb_id);
+        /* queue time ends when the step can run (after the arbiter's turn) */
+        uint64_t now = vkpt_now_ns();
+        for (uint32_t i = 0; i < nb; i++) e->batch[i]->t_start = now;
         int err = lost ? VKPT_EDEVLOST : vkpt_encoder_step(e->enc, e->seqs, nb);
+        if (turn) vkpt__arbiter_release(e->o.arbiter, e->arb_id, step_tokens);
         if (err && !lost) VKPT_LOGE("embedder: step failed: %s", vkpt_errmsg(err));
         pthread_mutex_lock(&e->lock);
         e->st.steps++;
@@ -273,6 +292,7 @@ void vkpt_embedder_destroy(vkpt_embedder *e)
         pthread_mutex_unlock(&e->lock);
         pthread_join(e->thread, NULL);
     }
+    if (e->o.arbiter && e->arb_id >= 0) vkpt__arbiter_leave(e->o.arbiter, e->arb_id);
     vkpt_encoder_destroy(e->enc);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
@@ -301,6 +321,7 @@ int vkpt_embedder_create(vkpt_model *m, const vkpt_embedder_opts *opts, vkpt_emb
     if (!e) return vkpt_fail(VKPT_ENOMEM, "embedder");
     e->m = m;
     e->o = o;
+    e->arb_id = -1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     e->queue_tail = &e->queue;
@@ -327,6 +348,13 @@ int vkpt_embedder_create(vkpt_model *m, const vkpt_embedder_opts *opts, vkpt_emb
         e->batch = vkpt_calloc(e->max_seqs, sizeof *e->batch);
         e->seqs = vkpt_calloc(e->max_seqs, sizeof *e->seqs);
         if (!e->batch || !e->seqs) err = vkpt_fail(VKPT_ENOMEM, "embedder");
+    }
+    if (!err && o.arbiter) {
+        int id = vkpt__arbiter_join(o.arbiter, o.weight);
+        if (id < 0)
+            err = id;
+        else
+            e->arb_id = id;
     }
     if (!err) {
         if (pthread_create(&e->thread, NULL, worker_main, e))
@@ -355,6 +383,12 @@ uint32_t vkpt_embedder_dim(const vkpt_embedder *e)
 uint32_t vkpt_embedder_max_seq_len(const vkpt_embedder *e)
 {
     return e->max_seq_len;
+}
+
+void vkpt_embedder_set_weight(vkpt_embedder *e, double weight)
+{
+    if (e && e->o.arbiter && e->arb_id >= 0)
+        vkpt__arbiter_set_weight(e->o.arbiter, e->arb_id, weight);
 }
 
 int vkpt_embedder_default_pooling(const vkpt_embedder *e)

@@ -44,6 +44,8 @@ enum vkpt_normalize {
 
 typedef struct vkpt_embedder vkpt_embedder;
 typedef struct vkpt_embed_request vkpt_embed_request;
+/* The device arbiter of include/vkpt/engine.h (vkpt_arbiter_create). */
+typedef struct vkpt_arbiter vkpt_arbiter;
 
 typedef struct vkpt_embedder_opts {
     /* Longest input in tokens (0: the model's max_position_embeddings /
@@ -62,6 +64,13 @@ typedef struct vkpt_embedder_opts {
     /* Every projection uses the same kernel whatever the batch: a vector
      * does not depend on what else was in its step. */
     bool batch_invariant;
+    /* Share the device with engines and other embedders (NULL: run steps
+     * freely). Each step is taken as a turn under the arbiter and counts
+     * its input tokens, as an engine's steps count theirs: with every
+     * member busy, this embedder gets weight / sum(weights) of the tokens
+     * the device processes. */
+    vkpt_arbiter *arbiter;
+    double weight; /* share under the arbiter (> 0; provisioned tokens/s) */
 } vkpt_embedder_opts;
 
 /* Create the embedder over a loaded encoder model (vkpt_model_info.causal
@@ -76,6 +85,8 @@ const vkpt_model *vkpt_embedder_model(const vkpt_embedder *e);
 /* The vector length (n_embd) and the longest input accepted. */
 uint32_t vkpt_embedder_dim(const vkpt_embedder *e);
 uint32_t vkpt_embedder_max_seq_len(const vkpt_embedder *e);
+/* Change the embedder's share under its arbiter (no effect without one). */
+void vkpt_embedder_set_weight(vkpt_embedder *e, double weight);
 /* The pooling and normalisation a request with DEFAULT gets (never DEFAULT). */
 int vkpt_embedder_default_pooling(const vkpt_embedder *e);
 bool vkpt_embedder_default_normalize(const vkpt_embedder *e);

@@ -90,9 +90,16 @@ void vkpt_autoscale_decide(const vkpt_scale_in *in, vkpt_scale_out *out);
 
 typedef struct vkpt_calib_opts {
     /* The workload: requests of input_tokens prompt tokens generating exactly
-     * output_tokens (0: min(2048, ctx * 3/4) and min(256, ctx / 8)). */
+     * output_tokens (0: min(2048, ctx * 3/4) and min(256, ctx / 8)). For an
+     * encoder (embedding model): inputs of input_tokens (0: min(512, ctx))
+     * and no output (output_tokens must be 0). */
     uint32_t input_tokens, output_tokens;
-    uint32_t n_ctx;           /* the engine's context (0: the model's, at most 4096) */
+    /* The engine's context (0: the model's, at most 4096); for an encoder
+     * the longest input (0: its position table, at most 8192). */
+    uint32_t n_ctx;
+    /* An encoder's embedder (vkpt_embedder_opts max_seqs, max_batch_tokens;
+     * 0: its defaults), as the replicas that will serve it run. */
+    uint32_t embed_max_seqs, embed_max_batch_tokens;
     uint32_t max_concurrency; /* highest level tried (0: 64) */
     double level_seconds;     /* time per concurrency level (0: 10) */
     uint32_t queue;           /* device queue */
@@ -105,6 +112,7 @@ typedef struct vkpt_calib_opts {
 
 typedef struct vkpt_calib_result {
     double tokens_per_s;  /* the best level's input + output tokens per second */
+    bool encoder;         /* an embedding model: input tokens embedded per second */
     uint32_t concurrency; /* that level */
     uint64_t chunk_size;  /* vkpt_chunk_round(tokens_per_s) */
     uint32_t input_tokens, output_tokens, n_ctx;
@@ -120,9 +128,13 @@ typedef struct vkpt_calib_result {
  * (no prefix cache) is kept busy with `c` requests of the workload (each
  * replaced as it finishes) at c = 1, 2, 4, ... while the KV cache holds them
  * all; a level's rate is the engine's prompt + generated tokens between its
- * first and last completion (level_seconds at least, up to 4x that until
+ * first and last completion (level_seconds at least, up to 6x that until
  * the window spans half of it); levels stop when two in a row gain less than
- * 5% over the best. Blocks for the whole run. */
+ * 5% over the best. An encoder (vkpt_model_info.causal false) is measured
+ * the same way on an embedder (batch-invariant, as vkpt serve runs it) with
+ * `c` inputs in flight, counting input tokens embedded, up to
+ * max_concurrency. Blocks for the whole run. VKPT_ERANGE for a workload
+ * that does not fit the context. */
 int vkpt_calibrate(vkpt_model *m, const vkpt_calib_opts *opts, vkpt_calib_result *out);
 
 #ifdef __cplusplus
