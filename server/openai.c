@@ -4,8 +4,9 @@
  * an unknown parameter, a wrong type or a value out of range is a 400 that
  * names the parameter and the accepted values. Parameters that do not change
  * the output (user, metadata, store, service_tier) are accepted and ignored;
- * features vkpt does not have (tools, JSON mode, several prompts at once)
- * are refused by name. */
+ * features vkpt does not have (forced tool calls, JSON mode, several
+ * prompts at once) are refused by name. Tools are rendered by the model's
+ * chat template and its answer is parsed for calls (toolcall.h). */
 #include "openai.h"
 
 #include "endpoints.h"
@@ -232,6 +233,175 @@ static int content_text(srv_api_error *e, const cJSON *content, const char *wher
     return 0;
 }
 
+/* A function name as OpenAI allows them: [A-Za-z0-9_-], 1..64. */
+static bool function_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (!n || n > 64) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* An assistant message's tool_calls, [{id?, type?, function: {name,
+ * arguments}}], for the template: arguments given as JSON text become the
+ * object they spell (templates write them with tojson). */
+static int parse_message_calls(srv_api_error *e, const cJSON *calls, const char *where, cJSON **out)
+{
+    if (!cJSON_IsArray(calls)) return bad_type(e, where, "an array of tool calls");
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) return oom(e);
+    int k = 0;
+    for (const cJSON *c = calls->child; c; c = c->next, k++) {
+        char p[96];
+        snprintf(p, sizeof p, "%s[%d]", where, k);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "type");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        int err = 0;
+        if (!cJSON_IsObject(c) || !cJSON_IsObject(fn) || !cJSON_IsString(name))
+            err = bad(e, 400, p, "invalid_value",
+                      "%s must be {\"id\", \"type\": \"function\", \"function\": {\"name\", "
+                      "\"arguments\"}}",
+                      p);
+        else if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "function")))
+            err = bad(e, 400, p, "invalid_value", "%s.type must be \"function\"", p);
+        else if (id && !cJSON_IsString(id))
+            err = bad(e, 400, p, "invalid_type", "%s.id must be a string", p);
+        else if (args && !cJSON_IsString(args) && !cJSON_IsObject(args))
+            err = bad(e, 400, p, "invalid_type",
+                      "%s.function.arguments must be a string of JSON (or an object)", p);
+        if (err) {
+            cJSON_Delete(arr);
+            return err;
+        }
+        cJSON *o = cJSON_CreateObject(), *f = cJSON_CreateObject();
+        cJSON *a = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        if (a && !cJSON_IsObject(a)) {
+            cJSON_Delete(a);
+            a = NULL;
+        }
+        if (!a)
+            a = cJSON_IsObject(args)   ? cJSON_Duplicate(args, 1)
+                : cJSON_IsString(args) ? cJSON_CreateString(args->valuestring)
+                                       : cJSON_CreateObject();
+        if (!o || !f || !a) {
+            cJSON_Delete(o);
+            cJSON_Delete(f);
+            cJSON_Delete(a);
+            cJSON_Delete(arr);
+            return oom(e);
+        }
+        cJSON_AddItemToArray(arr, o);
+        if (!cJSON_AddItemToObject(o, "function", f)) {
+            cJSON_Delete(f);
+            cJSON_Delete(a);
+            cJSON_Delete(arr);
+            return oom(e);
+        }
+        if (!cJSON_AddItemToObject(f, "arguments", a)) {
+            cJSON_Delete(a);
+            cJSON_Delete(arr);
+            return oom(e);
+        }
+        if (!cJSON_AddStringToObject(f, "name", name->valuestring) ||
+            !cJSON_AddStringToObject(o, "type", "function") ||
+            (id && !cJSON_AddStringToObject(o, "id", id->valuestring))) {
+            cJSON_Delete(arr);
+            return oom(e);
+        }
+    }
+    *out = arr;
+    return 0;
+}
+
+/* tools: [{type: "function", function: {name, description?, parameters?}}];
+ * the older functions: [{name, description?, parameters?}]. Kept in the
+ * first form; an empty list is no tools. */
+static int parse_tools(srv_api_error *e, const cJSON *v, const char *name, srv_gen_spec *s)
+{
+    if (cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsArray(v)) return bad_type(e, name, "an array of tools");
+    bool legacy = !strcmp(name, "functions");
+    cJSON *out = cJSON_CreateArray();
+    if (!out) return oom(e);
+    int k = 0, err = 0;
+    for (const cJSON *t = v->child; t && !err; t = t->next, k++) {
+        char p[64];
+        snprintf(p, sizeof p, "%s[%d]", name, k);
+        const cJSON *fn = legacy ? t : cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        const cJSON *fname = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (!legacy && !(cJSON_IsString(type) && !strcmp(type->valuestring, "function")))
+            err = bad(e, 400, p, "invalid_value",
+                      "%s must be {\"type\": \"function\", \"function\": {\"name\", "
+                      "\"description\", \"parameters\"}}",
+                      p);
+        else if (!cJSON_IsObject(fn) || !cJSON_IsString(fname) ||
+                 !function_name_ok(fname->valuestring))
+            err = bad(e, 400, p, "invalid_value",
+                      "%s needs a function name of 1 to 64 letters, digits, '_' or '-'", p);
+        else if (desc && !cJSON_IsNull(desc) && !cJSON_IsString(desc))
+            err = bad(e, 400, p, "invalid_type", "%s: description must be a string", p);
+        else if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
+            err = bad(e, 400, p, "invalid_type", "%s: parameters must be a JSON Schema object", p);
+        for (const cJSON *o = out->child; o && !err; o = o->next) {
+            const cJSON *on = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(o, "function"), "name");
+            if (!strcmp(on->valuestring, fname->valuestring))
+                err = bad(e, 400, p, "invalid_value", "%s: the function name \"%s\" is used twice",
+                          p, fname->valuestring);
+        }
+        if (err) break;
+        cJSON *w = cJSON_CreateObject(), *f = cJSON_Duplicate(fn, 1);
+        if (!w || !f || !cJSON_AddStringToObject(w, "type", "function")) {
+            cJSON_Delete(w);
+            cJSON_Delete(f);
+            err = oom(e);
+            break;
+        }
+        cJSON_AddItemToArray(out, w);
+        if (!cJSON_AddItemToObject(w, "function", f)) {
+            cJSON_Delete(f);
+            err = oom(e);
+            break;
+        }
+    }
+    if (err || !out->child) {
+        cJSON_Delete(out);
+        return err;
+    }
+    cJSON_Delete(s->tools);
+    s->tools = out;
+    return 0;
+}
+
+/* tool_choice / function_call: "auto" (default) or "none". Forcing a call
+ * ("required", or a named function) needs constrained decoding. */
+static int parse_tool_choice(srv_api_error *e, const cJSON *v, const char *name, bool *none)
+{
+    if (cJSON_IsNull(v)) return 0;
+    if (cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"))) {
+        *none = !strcmp(v->valuestring, "none");
+        return 0;
+    }
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "required"))
+        return bad(e, 400, name, "invalid_value", "%s must be \"auto\", \"none\" or \"required\"",
+                   name);
+    return bad(e, 400, name, "unsupported_parameter",
+               "%s: forcing a tool call (\"required\" or a named function) is not supported; "
+               "use \"auto\" (the model decides) or \"none\"",
+               name);
+}
+
 static int parse_messages(srv_api_error *e, const cJSON *v, srv_gen_spec *s)
 {
     if (!cJSON_IsArray(v)) return bad_type(e, "messages", "an array of messages");
@@ -274,10 +444,18 @@ static int parse_messages(srv_api_error *e, const cJSON *v, srv_gen_spec *s)
                        "\"tool\"",
                        p, role->valuestring);
         }
+        cJSON *tcalls = NULL;
         if (calls && !cJSON_IsNull(calls) && !(cJSON_IsArray(calls) && !calls->child)) {
-            srv_buf_free(&text);
             snprintf(p, sizeof p, "%s.tool_calls", where);
-            return bad(e, 400, p, "unsupported_parameter", "tool calls are not supported");
+            if (strcmp(r, "assistant")) {
+                srv_buf_free(&text);
+                return bad(e, 400, p, "invalid_value",
+                           "%s: only assistant messages make tool calls", p);
+            }
+            if (parse_message_calls(e, calls, p, &tcalls)) {
+                srv_buf_free(&text);
+                return VKPT_EINVAL;
+            }
         }
         srv_buf_reset(&text);
         if (!content || cJSON_IsNull(content)) {
@@ -287,10 +465,12 @@ static int parse_messages(srv_api_error *e, const cJSON *v, srv_gen_spec *s)
                 return bad(e, 400, p, "invalid_value", "%s is required for a %s message", p, r);
             }
         } else if (content_text(e, content, where, &text)) {
+            cJSON_Delete(tcalls);
             srv_buf_free(&text);
             return VKPT_EINVAL;
         }
         if (name && !cJSON_IsNull(name) && !cJSON_IsString(name)) {
+            cJSON_Delete(tcalls);
             srv_buf_free(&text);
             snprintf(p, sizeof p, "%s.name", where);
             return bad_type(e, p, "a string");
@@ -298,10 +478,16 @@ static int parse_messages(srv_api_error *e, const cJSON *v, srv_gen_spec *s)
         cJSON *o = cJSON_CreateObject();
         if (!o || !srv_buf_ok(&text)) {
             cJSON_Delete(o);
+            cJSON_Delete(tcalls);
             srv_buf_free(&text);
             return oom(e);
         }
         cJSON_AddItemToArray(out, o);
+        if (tcalls && !cJSON_AddItemToObject(o, "tool_calls", tcalls)) {
+            cJSON_Delete(tcalls);
+            srv_buf_free(&text);
+            return oom(e);
+        }
         if (!cJSON_AddStringToObject(o, "role", r) ||
             !cJSON_AddStringToObject(o, "content", text.p ? text.p : "") ||
             (cJSON_IsString(name) && !cJSON_AddStringToObject(o, "name", name->valuestring)) ||
@@ -454,16 +640,6 @@ static int parse_unsupported(srv_api_error *e, const cJSON *v, int id, const cha
         return bad(e, 400, name, "unsupported_parameter",
                    "response_format: only {\"type\": \"text\"} is supported");
     }
-    case F_TOOLS:
-        if (cJSON_IsArray(v) && !v->child) return 0;
-        return bad(e, 400, name, "unsupported_parameter", "%s (tool calling) is not supported",
-                   name);
-    case F_TOOL_CHOICE:
-        if (cJSON_IsString(v) &&
-            (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto")))
-            return 0;
-        return bad(e, 400, name, "unsupported_parameter", "%s (tool calling) is not supported",
-                   name);
     case F_SUFFIX:
         if (cJSON_IsString(v) && !v->valuestring[0]) return 0;
         return bad(e, 400, name, "unsupported_parameter", "suffix (insertion) is not supported");
@@ -495,7 +671,7 @@ int srv_openai_parse(int api, const char *body, size_t n, srv_gen_spec *s, srv_a
         return bad(e, 400, NULL, "invalid_json", "the request body must be a JSON object");
     }
     int err = 0;
-    bool have_prompt = false, stream_options = false, max_completion = false;
+    bool have_prompt = false, stream_options = false, max_completion = false, tools_none = false;
     const cJSON *logprobs_v = NULL, *top_logprobs_v = NULL, *best_of_v = NULL;
     uint64_t seen = 0; /* field ids given: a repeated key is refused */
     for (const cJSON *v = root->child; v && !err; v = v->next) {
@@ -614,6 +790,13 @@ int srv_openai_parse(int api, const char *body, size_t n, srv_gen_spec *s, srv_a
             if (!(s->template_kwargs = cJSON_Duplicate(v, 1))) err = oom(e);
             break;
         case F_ADD_GENERATION_PROMPT: err = get_bool(e, v, name, &s->add_generation_prompt); break;
+        case F_TOOLS:
+            if (s->tools && !cJSON_IsNull(v))
+                err = bad(e, 400, name, "invalid_value", "give tools or functions, not both");
+            else
+                err = parse_tools(e, v, name, s);
+            break;
+        case F_TOOL_CHOICE: err = parse_tool_choice(e, v, name, &tools_none); break;
         case F_IGNORED: break;
         default: err = parse_unsupported(e, v, id, name); break;
         }
@@ -651,6 +834,7 @@ int srv_openai_parse(int api, const char *body, size_t n, srv_gen_spec *s, srv_a
             err = bad(e, 400, "best_of", "unsupported_parameter",
                       "best_of must equal n (choosing the best of several is not supported)");
     }
+    s->tools_on = s->tools && !tools_none;
     if (!err && !have_prompt)
         err = bad(e, 400, api == SRV_API_CHAT ? "messages" : "prompt", "missing_required_parameter",
                   "%s is required", api == SRV_API_CHAT ? "messages" : "prompt");
@@ -725,6 +909,7 @@ static const char *finish_name(int f)
     switch (f) {
     case SRV_FINISH_STOP: return "\"stop\"";
     case SRV_FINISH_LENGTH: return "\"length\"";
+    case SRV_FINISH_TOOL_CALLS: return "\"tool_calls\"";
     default: return "null";
     }
 }
@@ -796,6 +981,40 @@ static void completion_logprobs(const srv_gen *g, const srv_lp *lps, size_t n, s
     srv_buf_puts(o, "]}");
 }
 
+/* A call's id: "call_" and 24 hex digits from the response id, the choice
+ * and the call's index (unique per response, stable for a given one). */
+static void tool_call_id(const srv_gen *g, uint32_t choice, size_t k, srv_buf *o)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the id */
+    for (const char *p = g->id; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    uint64_t a = h ^ (choice * 0x9E3779B97F4A7C15ull), b = a * 0xBF58476D1CE4E5B9ull + k;
+    b ^= b >> 31;
+    srv_buf_printf(o, "\"call_%016llx%08llx\"", (unsigned long long)a,
+                   (unsigned long long)(b & 0xffffffffull));
+}
+
+/* choice i's tool calls: [{id, type, function: {name, arguments}}]; in a
+ * stream's delta each also carries its index. */
+static void tool_calls_json(const srv_gen *g, uint32_t i, bool delta, srv_buf *o)
+{
+    const srv_tool_calls *tc = &g->ch[i].calls;
+    srv_buf_puts(o, "[");
+    for (size_t k = 0; k < tc->n; k++) {
+        if (k) srv_buf_puts(o, ",");
+        if (delta)
+            srv_buf_printf(o, "{\"index\":%zu,\"id\":", k);
+        else
+            srv_buf_puts(o, "{\"id\":");
+        tool_call_id(g, i, k, o);
+        srv_buf_puts(o, ",\"type\":\"function\",\"function\":{\"name\":");
+        srv_buf_json_str(o, tc->v[k].name, strlen(tc->v[k].name));
+        srv_buf_puts(o, ",\"arguments\":");
+        srv_buf_json_str(o, tc->v[k].arguments, strlen(tc->v[k].arguments));
+        srv_buf_puts(o, "}}");
+    }
+    srv_buf_puts(o, "]");
+}
+
 static void sse_begin(srv_buf *o)
 {
     srv_sse_open(o);
@@ -834,6 +1053,14 @@ static void chat_chunk(srv_gen *g, uint32_t i, bool final, srv_buf *o)
         else
             srv_buf_puts(o, "null");
         srv_buf_puts(o, ",\"finish_reason\":null}]");
+        sse_end(g, o);
+    }
+    if (final && c->calls.n) {
+        sse_begin(o);
+        head(g, o, "chat.completion.chunk");
+        srv_buf_printf(o, ",\"choices\":[{\"index\":%u,\"delta\":{\"tool_calls\":", i);
+        tool_calls_json(g, i, true, o);
+        srv_buf_puts(o, "},\"logprobs\":null,\"finish_reason\":null}]");
         sse_end(g, o);
     }
     if (final) {
@@ -893,7 +1120,14 @@ static void chat_body(srv_gen *g, srv_buf *o)
         srv_choice *c = &g->ch[i];
         srv_buf_printf(
             o, "%s{\"index\":%u,\"message\":{\"role\":\"assistant\",\"content\":", i ? "," : "", i);
-        srv_buf_json_str(o, c->text.p ? c->text.p : "", c->text.n);
+        if (c->calls.n && !c->text.n)
+            srv_buf_puts(o, "null"); /* as OpenAI answers a call without text */
+        else
+            srv_buf_json_str(o, c->text.p ? c->text.p : "", c->text.n);
+        if (c->calls.n) {
+            srv_buf_puts(o, ",\"tool_calls\":");
+            tool_calls_json(g, i, false, o);
+        }
         srv_buf_puts(o, ",\"refusal\":null},\"logprobs\":");
         if (g->spec.gp.logprobs)
             chat_logprobs(g, c->lps, c->n_lps, o);
@@ -1104,6 +1338,7 @@ void srv_h_tokenize(srv_ctx *ctx)
                                        "add_special_tokens",
                                        "add_generation_prompt",
                                        "chat_template_kwargs",
+                                       "tools",
                                        "return_token_strs"};
     cJSON *root = parse_object(ctx);
     if (!root) return;
@@ -1145,10 +1380,12 @@ void srv_h_tokenize(srv_ctx *ctx)
         if (err) msg = vkpt_strdup(vkpt_errmsg(err));
     } else {
         spec.api = SRV_API_CHAT;
-        if (parse_messages(&e, msgs, &spec)) {
+        const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+        if (parse_messages(&e, msgs, &spec) || (tools && parse_tools(&e, tools, "tools", &spec))) {
             answer_api_error(ctx->conn, &e);
             goto done;
         }
+        spec.tools_on = spec.tools != NULL;
         const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
         if (cJSON_IsObject(kw)) spec.template_kwargs = cJSON_Duplicate(kw, 1);
         err = srv_gen_tokenize(m, &spec, &toks, &msg);

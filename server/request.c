@@ -30,6 +30,7 @@ void srv_gen_spec_free(srv_gen_spec *s)
     vkpt_free(s->stops);
     cJSON_Delete(s->messages);
     cJSON_Delete(s->template_kwargs);
+    cJSON_Delete(s->tools);
     vkpt_free(s->prompt);
     vkpt_free(s->prompt_ids);
     memset(s, 0, sizeof *s);
@@ -100,19 +101,27 @@ static void gen_check_all_ended(srv_gen *g)
     if (g->rq) vkpt_request_cancel(g->rq);
 }
 
+/* Text past the stop strings: content, or held back as a tool call. */
+static void choice_emit(srv_gen *g, srv_choice *c, const char *p, size_t n)
+{
+    if (g->spec.tools_on)
+        srv_tool_filter_feed(&c->tf, p, n, &c->text);
+    else
+        srv_buf_append(&c->text, p, n);
+    c->text_total += (uint32_t)n;
+}
+
 /* Text for choice `c`, through its stop-string matcher. */
 static void choice_text(srv_gen *g, srv_choice *c, const char *p, size_t n)
 {
     if (c->ended) return;
     if (!c->stop) {
-        srv_buf_append(&c->text, p, n);
-        c->text_total += (uint32_t)n;
+        choice_emit(g, c, p, n);
         return;
     }
     vkpt_span emit;
     int k = vkpt_stop_feed(c->stop, p, n, &emit);
-    srv_buf_append(&c->text, emit.p, emit.n);
-    c->text_total += (uint32_t)emit.n;
+    choice_emit(g, c, emit.p, emit.n);
     if (k >= 0) {
         c->ended = true;
         c->finish = SRV_FINISH_STOP;
@@ -195,13 +204,20 @@ static void gen_on_done(srv_gen *g, const srv_gen_event *e)
         if (!c->ended) {
             if (c->stop) {
                 vkpt_span rest = vkpt_stop_flush(c->stop);
-                srv_buf_append(&c->text, rest.p, rest.n);
-                c->text_total += (uint32_t)rest.n;
+                choice_emit(g, c, rest.p, rest.n);
             }
             c->finish = finish_of(ev->finish[i]);
             if (ev->finish[i] == VKPT_FINISH_ERROR) err = ev->err ? ev->err : VKPT_EIO;
         }
-        if (c->finish == SRV_FINISH_STOP) mm->finished_stop++;
+        if (c->tf.held.n) { /* tool calls, or text that only looked like one */
+            int terr = srv_tool_parse(c->tf.fmt, c->tf.held.p, c->tf.held.n, g->spec.tools,
+                                      &c->calls, &c->text);
+            if (!terr && c->finish != SRV_FINISH_ABORT) c->finish = SRV_FINISH_TOOL_CALLS;
+            if (terr == VKPT_ENOMEM) g->oom = true;
+            if (terr) srv_buf_append(&c->text, c->tf.held.p, c->tf.held.n);
+            srv_buf_reset(&c->tf.held);
+        }
+        if (c->finish == SRV_FINISH_STOP || c->finish == SRV_FINISH_TOOL_CALLS) mm->finished_stop++;
         if (c->finish == SRV_FINISH_LENGTH) mm->finished_length++;
     }
     bool aborted = false;
@@ -406,8 +422,12 @@ static void gen_tokenized(srv_gen *g)
         g->spec.gp.sampling.seed =
             mix64(vkpt_now_ns() ^ mix64(g->srv->next_id * 0x9E3779B97F4A7C15ull));
     g->n_choices = g->spec.gp.n;
+    /* <tool_call> blocks where the vocabulary has the tag, else JSON answers */
+    int tool_fmt =
+        vkpt_tokenizer_find(m->tok, "<tool_call>", 11) >= 0 ? SRV_TOOLS_TAGS : SRV_TOOLS_JSON;
     for (uint32_t i = 0; i < g->n_choices; i++) {
         srv_choice *c = &g->ch[i];
+        c->tf.fmt = tool_fmt;
         int err = vkpt_detok_create(m->tok, VKPT_DETOK_SKIP_SPECIAL, &c->detok);
         /* Prime the decoder with the prompt so the first generated piece gets
          * the context rules (a leading space after a word) right. */
@@ -499,6 +519,8 @@ static void on_gen_closed(uv_handle_t *h)
         vkpt_stop_destroy(g->ch[i].stop);
         srv_buf_free(&g->ch[i].text);
         vkpt_free(g->ch[i].lps);
+        srv_tool_filter_free(&g->ch[i].tf);
+        srv_tool_calls_free(&g->ch[i].calls);
     }
     uv_mutex_destroy(&g->mu);
     vkpt_free(g->q);
@@ -566,6 +588,15 @@ static int render_chat(const srv_model *m, const srv_gen_spec *spec, char **text
     msgs = NULL;
     cJSON_DeleteItemFromObjectCaseSensitive(vars, "add_generation_prompt");
     cJSON_AddBoolToObject(vars, "add_generation_prompt", spec->add_generation_prompt);
+    if (spec->tools_on) {
+        cJSON *tools = cJSON_Duplicate(spec->tools, 1);
+        if (!tools) goto oom;
+        cJSON_DeleteItemFromObjectCaseSensitive(vars, "tools");
+        if (!cJSON_AddItemToObject(vars, "tools", tools)) {
+            cJSON_Delete(tools);
+            goto oom;
+        }
+    }
     int err;
     if (m->tpl) {
         /* Our own template gets the special-token strings the tokenizer's would. */

@@ -20,6 +20,7 @@
 
 #include "router.h"
 #include "server_int.h"
+#include "toolcall.h"
 
 #include <cjson/cJSON.h>
 
@@ -41,6 +42,8 @@ typedef struct srv_gen_spec {
     cJSON *messages;        /* [{role, content: string[, name]}] */
     cJSON *template_kwargs; /* extra template variables, or NULL */
     bool add_generation_prompt;
+    cJSON *tools;  /* [{type: "function", function: {name, ...}}], or NULL */
+    bool tools_on; /* tools given and tool_choice is not "none": rendered and parsed */
     /* completions: text or token ids */
     char *prompt;
     size_t prompt_len;
@@ -61,7 +64,13 @@ typedef struct srv_lp {
     float top_lp[VKPT_MAX_TOP_LOGPROBS];
 } srv_lp;
 
-enum srv_finish { SRV_FINISH_NONE = 0, SRV_FINISH_STOP, SRV_FINISH_LENGTH, SRV_FINISH_ABORT };
+enum srv_finish {
+    SRV_FINISH_NONE = 0,
+    SRV_FINISH_STOP,
+    SRV_FINISH_LENGTH,
+    SRV_FINISH_TOOL_CALLS,
+    SRV_FINISH_ABORT
+};
 
 typedef struct srv_choice {
     vkpt_detok *detok;
@@ -69,12 +78,14 @@ typedef struct srv_choice {
     srv_buf text; /* streaming: not yet sent; else all of it */
     srv_lp *lps;  /* likewise */
     size_t n_lps, cap_lps;
-    uint32_t n_tokens;   /* tokens taken (up to the stop string) */
-    uint32_t text_total; /* bytes of text produced so far */
-    int finish;          /* enum srv_finish */
-    bool ended;          /* a stop string matched: later tokens are dropped */
-    bool started;        /* streaming: the first chunk was sent */
-    uint64_t last_ns;    /* arrival of the previous token */
+    uint32_t n_tokens;    /* tokens taken (up to the stop string) */
+    uint32_t text_total;  /* bytes of text produced so far */
+    int finish;           /* enum srv_finish */
+    bool ended;           /* a stop string matched: later tokens are dropped */
+    bool started;         /* streaming: the first chunk was sent */
+    uint64_t last_ns;     /* arrival of the previous token */
+    srv_tool_filter tf;   /* spec.tools_on: text held back as a possible tool call */
+    srv_tool_calls calls; /* the tool calls found at the end */
 } srv_choice;
 
 enum srv_gen_state {

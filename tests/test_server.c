@@ -16,6 +16,7 @@
 #include "openai.h"
 #include "router.h"
 #include "sse.h"
+#include "toolcall.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -372,8 +373,40 @@ static void openai_rejects_bad_requests_with_a_param(void **st)
         {SRV_API_CHAT, CHAT(",\"stop_token_ids\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]"), 400,
          "stop_token_ids", "invalid_value"},
         {SRV_API_CHAT, CHAT(",\"seed\":1.5"), 400, "seed", "invalid_value"},
-        {SRV_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\"}]"), 400, "tools",
+        {SRV_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\"}]"), 400, "tools[0]",
+         "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"tools\":{}"), 400, "tools", "invalid_type"},
+        {SRV_API_CHAT, CHAT(",\"tools\":[{\"type\":\"x\",\"function\":{\"name\":\"f\"}}]"), 400,
+         "tools[0]", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]"),
+         400, "tools[0]", "invalid_value"},
+        {SRV_API_CHAT,
+         CHAT(
+             ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":3}}]"),
+         400, "tools[0]", "invalid_type"},
+        {SRV_API_CHAT,
+         CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":"
+              "\"function\",\"function\":{\"name\":\"f\"}}]"),
+         400, "tools[1]", "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"functions\":[{\"name\":\"\"}]"), 400, "functions[0]",
+         "invalid_value"},
+        {SRV_API_CHAT, CHAT(",\"tool_choice\":\"required\""), 400, "tool_choice",
          "unsupported_parameter"},
+        {SRV_API_CHAT,
+         CHAT(",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}"), 400,
+         "tool_choice", "unsupported_parameter"},
+        {SRV_API_CHAT, CHAT(",\"tool_choice\":\"always\""), 400, "tool_choice", "invalid_value"},
+        {SRV_API_CHAT,
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[{\"function\":{"
+         "\"name\":\"f\"}}]}]}",
+         400, "messages[0].tool_calls", "invalid_value"},
+        {SRV_API_CHAT,
+         "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\"}]}]}", 400,
+         "messages[0].tool_calls[0]", "invalid_value"},
+        {SRV_API_CHAT,
+         "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\","
+         "\"arguments\":5}}]}]}",
+         400, "messages[0].tool_calls[0]", "invalid_type"},
         {SRV_API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), 400,
          "response_format", "unsupported_parameter"},
         {SRV_API_CHAT, CHAT(",\"prompt\":\"x\""), 400, "prompt", "unknown_parameter"},
@@ -484,6 +517,204 @@ static void count_free(void *p)
 /* Fail the 1st, 2nd, ... allocation of parsing a request and validating
  * it (cJSON's too): each run ends in an error or a success, and frees
  * everything it allocated. */
+static void openai_tools_and_tool_messages(void **st)
+{
+    (void)st;
+    static const char body[] =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\","
+        "\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"
+        "\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"21 C\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"description\":\"d\",\"parameters\":{\"type\":\"object\"}}}]}";
+    srv_gen_spec s;
+    srv_api_error e;
+    assert_int_equal(srv_openai_parse(SRV_API_CHAT, body, strlen(body), &s, &e), 0);
+    assert_true(s.tools_on);
+    char *tools = cJSON_PrintUnformatted(s.tools);
+    assert_string_equal(tools, "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                               "\"description\":\"d\",\"parameters\":{\"type\":\"object\"}}}]");
+    cJSON_free(tools);
+    /* the call's arguments reach the template as the object they spell */
+    char *msgs = cJSON_PrintUnformatted(s.messages);
+    assert_string_equal(
+        msgs, "[{\"role\":\"user\",\"content\":\"Weather?\"},{\"tool_calls\":[{\"function\":"
+              "{\"arguments\":{\"city\":\"Paris\"},\"name\":\"get_weather\"},\"type\":"
+              "\"function\",\"id\":\"call_1\"}],\"role\":\"assistant\",\"content\":\"\"},"
+              "{\"role\":\"tool\",\"content\":\"21 C\",\"tool_call_id\":\"call_1\"}]");
+    cJSON_free(msgs);
+    srv_gen_spec_free(&s);
+
+    /* tool_choice "none": the tools are neither rendered nor looked for */
+    static const char none[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                               "\"functions\":[{\"name\":\"f\"}],\"function_call\":\"none\"}";
+    assert_int_equal(srv_openai_parse(SRV_API_CHAT, none, strlen(none), &s, &e), 0);
+    assert_non_null(s.tools);
+    assert_false(s.tools_on);
+    srv_gen_spec_free(&s);
+}
+
+static cJSON *weather_tools(void)
+{
+    return cJSON_Parse("[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+                       "{\"type\":\"function\",\"function\":{\"name\":\"search\"}}]");
+}
+
+/* Feed `text` in pieces of `step` bytes; return the content shown. */
+static char *filter_run(srv_tool_filter *f, const char *text, size_t step)
+{
+    srv_buf out = {0};
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n; i += step)
+        srv_tool_filter_feed(f, text + i, n - i < step ? n - i : step, &out);
+    srv_buf_puts(&out, "");
+    return out.p;
+}
+
+static void toolcall_tags_found_in_a_stream(void **st)
+{
+    (void)st;
+    cJSON *tools = weather_tools();
+    static const char text[] =
+        "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+        "\"Paris\", \"days\": [1, 2]}}\n</tool_call>\n<tool_call>\n{\"name\": \"search\", "
+        "\"arguments\": \"{\\\"q\\\": \\\"rain\\\"}\"}";
+    /* whatever the pieces, the same content is shown and the same is held */
+    for (size_t step = 1; step <= sizeof text; step++) {
+        srv_tool_filter f = {.fmt = SRV_TOOLS_TAGS};
+        char *shown = filter_run(&f, text, step);
+        assert_string_equal(shown, "Let me check.\n");
+        assert_int_equal(f.state, SRV_TF_HELD);
+        assert_int_equal(f.held.n, strlen(text) - strlen("Let me check.\n"));
+        srv_tool_calls calls = {0};
+        srv_buf content = {0};
+        assert_int_equal(srv_tool_parse(f.fmt, f.held.p, f.held.n, tools, &calls, &content), 0);
+        assert_int_equal(calls.n, 2);
+        assert_string_equal(calls.v[0].name, "get_weather");
+        assert_string_equal(calls.v[0].arguments, "{\"city\":\"Paris\",\"days\":[1,2]}");
+        assert_string_equal(calls.v[1].name, "search"); /* unclosed at the end: still a call */
+        assert_string_equal(calls.v[1].arguments, "{\"q\":\"rain\"}");
+        assert_int_equal(content.n, 0);
+        srv_tool_calls_free(&calls);
+        srv_buf_free(&content);
+        srv_tool_filter_free(&f);
+        free(shown);
+    }
+    /* a partial tag is held only while it can still become one */
+    srv_tool_filter f = {.fmt = SRV_TOOLS_TAGS};
+    srv_buf out = {0};
+    srv_tool_filter_feed(&f, "a <tool_", 8, &out);
+    assert_int_equal(out.n, 2);
+    srv_tool_filter_feed(&f, "cal", 3, &out);
+    assert_int_equal(out.n, 2);
+    srv_tool_filter_feed(&f, "x>", 2, &out);
+    srv_buf_puts(&out, "");
+    assert_string_equal(out.p, "a <tool_calx>");
+    assert_int_equal(f.held.n, 0);
+    srv_buf_free(&out);
+    srv_tool_filter_free(&f);
+    cJSON_Delete(tools);
+}
+
+static void toolcall_json_answers(void **st)
+{
+    (void)st;
+    cJSON *tools = weather_tools();
+    static const struct {
+        const char *text;
+        size_t n_calls;
+        const char *args0, *name1;
+    } cases[] = {
+        {"{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}", 1,
+         "{\"city\":\"Oslo\"}", NULL},
+        {"  <|python_tag|>{\"name\": \"get_weather\", \"arguments\": {}}", 1, "{}", NULL},
+        {"[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}, "
+         "{\"name\": \"search\", \"arguments\": {\"q\": \"x\"}}]",
+         2, "{\"city\":\"Rome\"}", "search"},
+        {"{\"name\": \"get_weather\"}; {\"type\": \"function\", \"function\": {\"name\": "
+         "\"search\", \"arguments\": {\"q\": 1}}}\n",
+         2, "{}", "search"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (size_t step = 1; step <= 7; step += 6) {
+            srv_tool_filter f = {.fmt = SRV_TOOLS_JSON};
+            char *shown = filter_run(&f, cases[i].text, step);
+            assert_string_equal(shown, ""); /* all held */
+            srv_tool_calls calls = {0};
+            srv_buf content = {0};
+            assert_int_equal(srv_tool_parse(f.fmt, f.held.p, f.held.n, tools, &calls, &content), 0);
+            assert_int_equal(calls.n, cases[i].n_calls);
+            assert_string_equal(calls.v[0].arguments, cases[i].args0);
+            if (cases[i].name1) assert_string_equal(calls.v[1].name, cases[i].name1);
+            assert_int_equal(content.n, 0);
+            srv_tool_calls_free(&calls);
+            srv_buf_free(&content);
+            srv_tool_filter_free(&f);
+            free(shown);
+        }
+    }
+    cJSON_Delete(tools);
+}
+
+static void toolcall_what_is_not_a_call_stays_text(void **st)
+{
+    (void)st;
+    cJSON *tools = weather_tools();
+    /* JSON: an answer that does not start like a call is shown as it comes */
+    srv_tool_filter f = {.fmt = SRV_TOOLS_JSON};
+    char *shown = filter_run(&f, "  The weather {is} fine", 1);
+    assert_string_equal(shown, "  The weather {is} fine");
+    assert_int_equal(f.state, SRV_TF_TEXT);
+    free(shown);
+    srv_tool_filter_free(&f);
+    /* held, then found not to be a call: not parsed (the caller shows it) */
+    static const char *const not_calls[] = {
+        "{\"name\": \"delete_all\", \"arguments\": {}}",          /* not a declared tool */
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": ", /* cut short */
+        "{\"name\": \"get_weather\"} and more words",             /* text after it */
+        "{\"name\": \"get_weather\", \"arguments\": [1]}",        /* not an object */
+        "{\"name\": \"get_weather\", \"arguments\": \"{oops\"}",  /* arguments not JSON */
+        "[]",
+        "<|python_tag|>",
+    };
+    for (size_t i = 0; i < sizeof not_calls / sizeof not_calls[0]; i++) {
+        srv_tool_calls calls = {0};
+        srv_buf content = {0};
+        assert_int_equal(srv_tool_parse(SRV_TOOLS_JSON, not_calls[i], strlen(not_calls[i]), tools,
+                                        &calls, &content),
+                         VKPT_ENOTFOUND);
+        assert_int_equal(calls.n, 0);
+        assert_int_equal(content.n, 0);
+    }
+    static const char *const not_tags[] = {
+        "<tool_call>\n{\"name\": \"search\", \"arguments\": {}}\nextra</tool_call>",
+        "<tool_call>not json</tool_call>",
+        "<tool_",
+        "no call here",
+    };
+    for (size_t i = 0; i < sizeof not_tags / sizeof not_tags[0]; i++) {
+        srv_tool_calls calls = {0};
+        srv_buf content = {0};
+        assert_int_equal(srv_tool_parse(SRV_TOOLS_TAGS, not_tags[i], strlen(not_tags[i]), tools,
+                                        &calls, &content),
+                         VKPT_ENOTFOUND);
+        assert_int_equal(calls.n, 0);
+    }
+    /* text around tag blocks is content */
+    static const char mixed[] = "<tool_call>{\"name\": \"search\"}</tool_call>\n Done. ";
+    srv_tool_calls calls = {0};
+    srv_buf content = {0};
+    assert_int_equal(srv_tool_parse(SRV_TOOLS_TAGS, mixed, strlen(mixed), tools, &calls, &content),
+                     0);
+    assert_int_equal(calls.n, 1);
+    srv_buf_puts(&content, "");
+    assert_string_equal(content.p, "Done.");
+    srv_tool_calls_free(&calls);
+    srv_buf_free(&content);
+    cJSON_Delete(tools);
+}
+
 static void alloc_failures_end_in_errors_without_leaks(void **st)
 {
     static const char req[] =
@@ -539,6 +770,63 @@ static void alloc_failures_end_in_errors_without_leaks(void **st)
     assert_true(failures > 20);
 }
 
+/* The same for tools, tool messages and parsing an answer's tool calls. */
+static void tool_alloc_failures_end_in_errors_without_leaks(void **st)
+{
+    (void)st;
+    static const char body[] =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"W?\"},{\"role\":\"assistant\","
+        "\"tool_calls\":[{\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}"
+        "\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"1\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"g\",\"parameters\":{}}}]}";
+    static const char answer[] = "x<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":[1,2]}}"
+                                 "</tool_call><tool_call>{\"name\":\"g\"}</tool_call> y";
+    const vkpt_alloc_hooks hooks = {count_malloc, count_realloc, count_free};
+    cJSON_Hooks ch = {.malloc_fn = count_malloc, .free_fn = count_free};
+    int successes = 0, failures = 0;
+    for (fail_at = 0; fail_at < 1000; fail_at++) {
+        n_allocs = live = 0;
+        vkpt_set_alloc_hooks(&hooks);
+        cJSON_InitHooks(&ch);
+        srv_gen_spec s;
+        srv_api_error e;
+        bool ok = false;
+        int err = srv_openai_parse(SRV_API_CHAT, body, sizeof body - 1, &s, &e);
+        if (!err) {
+            srv_tool_calls calls = {0};
+            srv_buf content = {0};
+            int perr = srv_tool_parse(SRV_TOOLS_TAGS, answer, sizeof answer - 1, s.tools, &calls,
+                                      &content);
+            ok = !perr && srv_buf_ok(&content) && calls.n == 2;
+            /* cJSON cannot tell a failed allocation from bad JSON: either
+             * way the answer is then shown as text (ENOTFOUND) */
+            if (perr && perr != VKPT_ENOMEM && perr != VKPT_ENOTFOUND)
+                fail_msg("allocation %ld: parse error %d", fail_at, perr);
+            srv_tool_calls_free(&calls);
+            srv_buf_free(&content);
+            srv_gen_spec_free(&s);
+        } else if (e.status != 500 && e.status != 400) {
+            fail_msg("failing allocation %ld: API %d", fail_at, e.status);
+        }
+        long allocs = n_allocs;
+        cJSON_InitHooks(NULL);
+        vkpt_set_alloc_hooks(NULL);
+        if (live != 0) fail_msg("failing allocation %ld leaks %ld blocks", fail_at, live);
+        successes += ok;
+        failures += !ok;
+        if (allocs <= fail_at) {
+            assert_true(ok); /* nothing failed: the whole answer parses */
+            break;
+        }
+    }
+    assert_true(fail_at < 1000);
+    /* a few failures are absorbed: arguments text that cannot be parsed
+     * (no memory) reaches the template as the string it is */
+    assert_true(successes >= 1 && failures > 50);
+}
+
 /* ---- metrics --------------------------------------------------------------------------------- */
 
 static void metrics_histogram_is_cumulative(void **st)
@@ -580,7 +868,12 @@ int main(void)
         cmocka_unit_test(openai_chat_defaults_and_fields),
         cmocka_unit_test(openai_rejects_bad_requests_with_a_param),
         cmocka_unit_test(openai_completion_prompt_forms),
+        cmocka_unit_test(openai_tools_and_tool_messages),
+        cmocka_unit_test(toolcall_tags_found_in_a_stream),
+        cmocka_unit_test(toolcall_json_answers),
+        cmocka_unit_test(toolcall_what_is_not_a_call_stays_text),
         cmocka_unit_test(alloc_failures_end_in_errors_without_leaks),
+        cmocka_unit_test(tool_alloc_failures_end_in_errors_without_leaks),
         cmocka_unit_test(metrics_histogram_is_cumulative),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
