@@ -468,6 +468,7 @@ static void attn_plan_picks_coopmat_only_when_caps_say_so(void **state)
     bool compiled = vkpt_variants[VKPT_V_attn_prefill_f16kv_coopmat].spv != NULL;
     dev->caps.coopmat_khr = true;
     dev->caps.fp16 = true;
+    dev->caps.vulkan_memory_model = true;
     dev->caps.max_shared_memory = 49152;
     dev->caps.n_coopmat_shapes = 1;
     dev->caps.coopmat_shapes[0] =

@@ -50,7 +50,7 @@ static bool coopmat_prefill(const vkpt_device *dev, const vkpt_attn_params *p, u
                             vkpt_attn_path *pp)
 {
     uint32_t d = p->head_dim;
-    if (!(p->coopmat || dev->coopmat_auto) || d % 16 ||
+    if (!(p->coopmat || dev->coopmat_auto) || d % 16 || !dev->caps.vulkan_memory_model ||
         !vkpt_variant_usable(dev, VKPT_V_attn_prefill_f16kv_coopmat))
         return false;
     bool shape = false;

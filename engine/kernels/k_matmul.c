@@ -166,14 +166,14 @@ static bool usable(const vkpt_device *dev, int v)
     return v >= 0 && vkpt_variant_usable(dev, v);
 }
 
-/* matmul_coopmat.comp needs 16x16x16 f16 x f16 -> f32 subgroup matrices and
- * subgroups of exactly 32 invocations. */
+/* matmul_coopmat.comp needs 16x16x16 f16 x f16 -> f32 subgroup matrices,
+ * subgroups of exactly 32 invocations and the Vulkan memory model. */
 static bool coopmat_ok(const vkpt_device *dev)
 {
     const vkpt_device_caps *c = &dev->caps;
     bool sg32 = c->subgroup_size == 32 ||
                 (c->subgroup_size_control && c->subgroup_min <= 32 && 32 <= c->subgroup_max);
-    if (!c->coopmat_khr || !sg32) return false;
+    if (!c->coopmat_khr || !sg32 || !c->vulkan_memory_model) return false;
     for (uint32_t i = 0; i < c->n_coopmat_shapes; i++) {
         const vkpt_coopmat_shape *sh = &c->coopmat_shapes[i];
         if (sh->m == 16 && sh->n == 16 && sh->k == 16 && sh->a == VKPT_CT_F16 &&
