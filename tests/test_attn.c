@@ -399,7 +399,13 @@ static void attn_step_end_to_end_against_f32_kv(void **state)
                 }
             }
         }
-    if (!(worst <= 2e-3)) fail_msg("end to end: max error %g > 2e-3", worst);
+    /* plus the f16 rounding of Q and P where the device's coopmat opt-in
+     * (VKPT_COOPMAT=1) gave the prefill to a cooperative-matrix kernel */
+    double bound = 2e-3;
+    if (plan.prefill.variant == VKPT_V_attn_prefill_f16kv_coopmat ||
+        plan.prefill.variant == VKPT_V_attn_prefill_f16kv_nv2)
+        bound += ATTN_TOL_COOPMAT;
+    if (!(worst <= bound)) fail_msg("end to end: max error %g > %g", worst, bound);
     vkpt_buf_free(dev, &bk), vkpt_buf_free(dev, &bv), vkpt_buf_free(dev, &bs),
         vkpt_buf_free(dev, &bq);
     vkpt_buf_free(dev, &kc), vkpt_buf_free(dev, &vc), vkpt_buf_free(dev, &bufs.meta);

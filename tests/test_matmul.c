@@ -133,6 +133,37 @@ static void check_products(const char *what, const mat *m, const float *x, uint3
     }
 }
 
+/* The cooperative-matrix matmuls (KHR, NV2) multiply f16 copies of the
+ * dequantized weights and of the activations. */
+static bool rounds_to_f16(int path)
+{
+    return path == VKPT_MM_MATMUL_COOPMAT || path == VKPT_MM_MATMUL_NV2;
+}
+
+/* The reference for a run that took `path` (resolved, not AUTO) into want
+ * ([n_tok][stride]), then the check of got against it. For the f16 paths
+ * the reference takes the same f16-rounded inputs (x is rounded in place),
+ * so only the f32 accumulation differs and the same bound holds. */
+static void ref_and_check(const char *what, int path, const mat *m, float *x, uint32_t n_tok,
+                          const float *got, float *want, uint32_t stride, const float *bias)
+{
+    uint32_t K = m->K, M = m->M;
+    if (!rounds_to_f16(path)) {
+        assert_int_equal(vkpt_ref_matmul(m->type, m->q, K, M, x, n_tok, want, stride, bias), 0);
+        check_products(what, m, x, n_tok, got, want, stride, 4);
+        return;
+    }
+    mat h = *m; /* the f16-rounded problem, as F32 */
+    h.type = VKPT_Q_F32;
+    h.deq = malloc((size_t)K * M * 4);
+    for (size_t i = 0; i < (size_t)K * M; i++)
+        h.deq[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(m->deq[i]));
+    for (size_t i = 0; i < (size_t)n_tok * K; i++) x[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(x[i]));
+    assert_int_equal(vkpt_ref_matmul(VKPT_Q_F32, h.deq, K, M, x, n_tok, want, stride, bias), 0);
+    check_products(what, &h, x, n_tok, got, want, stride, 4);
+    free(h.deq);
+}
+
 /* Run y = W x (+bias) on `path` (matvec tuning wg/rows, 0 = default) and
  * compare with the reference. */
 static void run_tuned(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_tok, int path,
@@ -157,13 +188,13 @@ static void run_tuned(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_to
                       .path = path,
                       .mv_wg = wg,
                       .mv_rows = rows};
+    int took = vkpt_k_matmul_choose(dev, &a); /* AUTO may take an f16 path (VKPT_COOPMAT=1) */
     assert_int_equal(vkpt_cmd_begin(c), 0);
     int err = vkpt_k_matmul(c, &a);
     if (err) fail_msg("%s %s: %s", vkpt_mm_path_name(path), tname(m->type), vkpt_errmsg(err));
     assert_int_equal(vkpt_cmd_run(c), 0);
     assert_int_equal(vkpt_buf_download(dev, &by, 0, got, (uint64_t)n_tok * M * 4), 0);
-    assert_int_equal(vkpt_ref_matmul(m->type, m->q, K, M, x, n_tok, want, M, bias), 0);
-    check_products(vkpt_mm_path_name(path), m, x, n_tok, got, want, M, 4);
+    ref_and_check(vkpt_mm_path_name(took), took, m, x, n_tok, got, want, M, bias);
     vkpt_buf_free(dev, &bx);
     vkpt_buf_free(dev, &by);
     vkpt_buf_free(dev, &bb);
@@ -311,24 +342,16 @@ static void coopmat_case(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n
     if (err) fail_msg("%s %s: %s", vkpt_mm_path_name(path), tname(m->type), vkpt_errmsg(err));
     assert_int_equal(vkpt_cmd_run(c), 0);
     assert_int_equal(vkpt_buf_download(dev, &by, 0, got, ny * 4), 0);
-    mat h = *m; /* the f16-rounded problem, as F32 */
-    h.type = VKPT_Q_F32;
-    h.deq = malloc((size_t)K * M * 4);
-    for (size_t i = 0; i < (size_t)K * M; i++)
-        h.deq[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(m->deq[i]));
-    for (size_t i = 0; i < (size_t)n_tok * K; i++) x[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(x[i]));
-    assert_int_equal(vkpt_ref_matmul(VKPT_Q_F32, h.deq, K, M, x, n_tok, want + col, width, bias),
-                     0);
     for (uint32_t t = 0; t < n_tok; t++)
         for (uint32_t j = 0; j < width; j++)
             if ((j < col || j >= col + M) && got[(size_t)t * width + j] != -777.0f)
                 fail_msg("%s %s: y[%u][%u] outside the slice [%u, %u) was written",
                          vkpt_mm_path_name(path), tname(m->type), t, j, col, col + M);
-    check_products(vkpt_mm_path_name(path), &h, x, n_tok, got + col, want + col, width, 4);
+    ref_and_check(vkpt_mm_path_name(path), path, m, x, n_tok, got + col, want + col, width, bias);
     vkpt_buf_free(dev, &bx);
     vkpt_buf_free(dev, &by);
     vkpt_buf_free(dev, &bb);
-    free(x), free(bias), free(got), free(want), free(h.deq);
+    free(x), free(bias), free(got), free(want);
 }
 
 /* Every cooperative-matrix path the device has, against the reference;
@@ -485,15 +508,15 @@ static void matmul_writes_a_slice_of_a_wider_output_with_bias(void **state)
                           .y = vkpt_buf_view(&by, col * 4, ((uint64_t)(nt - 1) * W + M) * 4),
                           .y_stride = W,
                           .bias = bb};
+        int took = vkpt_k_matmul_choose(dev, &a);
         assert_int_equal(vkpt_cmd_begin(&c), 0);
         assert_int_equal(vkpt_k_matmul(&c, &a), 0);
         assert_int_equal(vkpt_cmd_run(&c), 0);
         assert_int_equal(vkpt_buf_download(dev, &by, 0, ybig, (uint64_t)nt * W * 4), 0);
-        assert_int_equal(vkpt_ref_matmul(m.type, m.q, K, M, x, nt, want + col, W, bias), 0);
         for (uint32_t t = 0; t < nt; t++)
             for (uint32_t j = 0; j < W; j++)
                 if (j < col || j >= col + M) assert_true(ybig[t * W + j] == -777.0f);
-        check_products("slice", &m, x, nt, ybig + col, want + col, W, 4);
+        ref_and_check("slice", took, &m, x, nt, ybig + col, want + col, W, bias);
         vkpt_buf_free(dev, &bx);
         vkpt_buf_free(dev, &bb);
         vkpt_buf_free(dev, &by);
