@@ -146,9 +146,9 @@ static vkpt_attn_plan batch_run(vkpt_device *dev, vkpt_cmd *c, const batch *b, c
         for (uint32_t s = 0; s < b->n_seqs; s++)
             prefill_row |= b->seqs[s].q_len > 1 && r >= b->seqs[s].q_start &&
                            r < b->seqs[s].q_start + b->seqs[s].q_len;
-        double tol = prefill_row && plan.prefill.variant == VKPT_V_attn_prefill_f16kv_coopmat
-                         ? ATTN_TOL_COOPMAT
-                         : ATTN_TOL;
+        bool f16 = plan.prefill.variant == VKPT_V_attn_prefill_f16kv_coopmat ||
+                   plan.prefill.variant == VKPT_V_attn_prefill_f16kv_nv2;
+        double tol = prefill_row && f16 ? ATTN_TOL_COOPMAT : ATTN_TOL;
         if (!(fabs((double)got[i] - want[i]) <= tol))
             fail_msg("%s (heads %u/%u, d %u): row %u head %u dim %u: got %.7g want %.7g", what,
                      p->n_head, p->n_kv_head, p->head_dim, r, h, (uint32_t)(i % p->head_dim),
@@ -399,7 +399,13 @@ static void attn_step_end_to_end_against_f32_kv(void **state)
                 }
             }
         }
-    if (!(worst <= 2e-3)) fail_msg("end to end: max error %g > 2e-3", worst);
+    /* plus the f16 rounding of Q and P where the device's coopmat opt-in
+     * (VKPT_COOPMAT=1) gave the prefill to a cooperative-matrix kernel */
+    double bound = 2e-3;
+    if (plan.prefill.variant == VKPT_V_attn_prefill_f16kv_coopmat ||
+        plan.prefill.variant == VKPT_V_attn_prefill_f16kv_nv2)
+        bound += ATTN_TOL_COOPMAT;
+    if (!(worst <= bound)) fail_msg("end to end: max error %g > %g", worst, bound);
     vkpt_buf_free(dev, &bk), vkpt_buf_free(dev, &bv), vkpt_buf_free(dev, &bs),
         vkpt_buf_free(dev, &bq);
     vkpt_buf_free(dev, &kc), vkpt_buf_free(dev, &vc), vkpt_buf_free(dev, &bufs.meta);
@@ -456,15 +462,19 @@ static void attn_plan_picks_coopmat_only_when_caps_say_so(void **state)
 {
     vkpt_device *dev = vkpt_test_dev(state);
     vkpt_device_caps saved = dev->caps;
+    bool saved_auto = dev->coopmat_auto;
+    dev->coopmat_auto = false; /* VKPT_COOPMAT=1 would allow it without params.coopmat */
     vkpt_attn_seq seq = {0, 40, 40, 0};
     uint32_t meta[256];
     vkpt_attn_plan plan;
-    vkpt_attn_params p = {.n_head = 8, .n_kv_head = 2, .head_dim = 128, .coopmat = true};
+    vkpt_attn_params p = {
+        .n_head = 8, .n_kv_head = 2, .head_dim = 128, .coopmat = true, .no_nv2 = true};
     assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
     assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
     bool compiled = vkpt_variants[VKPT_V_attn_prefill_f16kv_coopmat].spv != NULL;
     dev->caps.coopmat_khr = true;
     dev->caps.fp16 = true;
+    dev->caps.vulkan_memory_model = true;
     dev->caps.max_shared_memory = 49152;
     dev->caps.n_coopmat_shapes = 1;
     dev->caps.coopmat_shapes[0] =
@@ -490,45 +500,142 @@ static void attn_plan_picks_coopmat_only_when_caps_say_so(void **state)
     assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
     assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
     dev->caps = saved;
+    dev->coopmat_auto = saved_auto;
 }
 
-/* On a device with cooperative matrices, the coopmat prefill against the
- * reference (bound ATTN_TOL_COOPMAT for its rows). Skipped elsewhere. */
-static void attn_coopmat_prefill_matches_reference(void **state)
+/* The NV2 prefill: chosen before the KHR one when allowed and the device
+ * lists a workgroup-scope f16 -> f32 configuration that fits; its heads per
+ * workgroup divide the group. Plans only, on dressed-up caps. */
+static void attn_plan_picks_nv2_only_when_caps_say_so(void **state)
 {
     vkpt_device *dev = vkpt_test_dev(state);
-    vkpt_attn_params probe = {.n_head = 8, .n_kv_head = 2, .head_dim = 64, .coopmat = true};
+    vkpt_device_caps saved = dev->caps;
+    bool saved_auto = dev->coopmat_auto;
+    dev->coopmat_auto = false;
     vkpt_attn_seq seq = {0, 40, 40, 0};
     uint32_t meta[256];
     vkpt_attn_plan plan;
-    assert_int_equal(vkpt_attn_plan_make(dev, &probe, &seq, 1, meta, 256, &plan), 0);
-    if (plan.prefill.variant != VKPT_V_attn_prefill_f16kv_coopmat) skip();
-    vkpt_cmd c;
-    assert_int_equal(vkpt_cmd_init(dev, 0, &c), 0);
-    vkpt_test_rng r;
-    vkpt_test_rng_init(&r, 700);
-    static const uint32_t cfg[][3] = {
-        {8, 2, 64}, {4, 4, 128}, {16, 2, 16}, {6, 2, 256}, {8, 1, 80}};
-    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
-        vkpt_attn_params p = {
-            .n_head = cfg[i][0], .n_kv_head = cfg[i][1], .head_dim = cfg[i][2], .coopmat = true};
-        batch b;
-        batch_make(&b, &r, &p, mixed, sizeof mixed / sizeof mixed[0], 0);
-        vkpt_attn_plan pl = batch_run(dev, &c, &b, "coopmat prefill");
-        assert_int_equal(pl.prefill.variant, VKPT_V_attn_prefill_f16kv_coopmat);
-        batch_free(&b);
+    vkpt_attn_params p = {.n_head = 20, .n_kv_head = 2, .head_dim = 128, .coopmat = true};
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    if (!saved.coopmat_nv2)
+        assert_int_not_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv_nv2);
+    bool compiled = vkpt_variants[VKPT_V_attn_prefill_f16kv_nv2].spv != NULL;
+    dev->caps.coopmat_khr = dev->caps.coopmat_nv2 = dev->caps.fp16 = true;
+    dev->caps.maintenance4 = dev->caps.vulkan_memory_model = true;
+    dev->caps.max_shared_memory = 49152;
+    dev->caps.max_wg_invocations = 1024;
+    dev->caps.max_wg_size[0] = 1024;
+    dev->caps.coopmat2_max_wg_size = 256;
+    dev->caps.n_coopmat_shapes = 0;
+    dev->caps.n_coopmat_flex = 1;
+    dev->caps.coopmat_flex[0] =
+        (vkpt_coopmat_flex){16, 16, 16, VKPT_CT_F16, VKPT_CT_F16, VKPT_CT_F32, VKPT_CT_F32, 2, 128};
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    if (compiled) {
+        assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv_nv2);
+        assert_int_equal(plan.prefill.wg, 128);
+        assert_int_equal(10 % plan.prefill.heads, 0); /* group 10 */
+        assert_int_equal(plan.prefill.heads, 10);
+        assert_int_equal(plan.prefill.n_hsplit, 1);
+        assert_int_equal(plan.prefill.n_items, (40 + 6 - 1) / 6); /* 64 / 10 = 6 tokens */
     }
-    vkpt_cmd_free(&c);
+    assert_int_equal(plan.decode.variant, VKPT_V_attn_decode_f16kv);
+    p.n_head = 14; /* group 7: 7 heads, 9 tokens per workgroup */
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    if (compiled) assert_int_equal(plan.prefill.heads, 7);
+    p.coopmat = false; /* not allowed... */
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    dev->coopmat_auto = true; /* ...unless the device opted in */
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant,
+                     compiled ? VKPT_V_attn_prefill_f16kv_nv2 : VKPT_V_attn_prefill_f16kv);
+    dev->caps.coopmat_flex[0].k_gran = 32; /* head_dim 80 is not a multiple */
+    p.head_dim = 80;
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    p.head_dim = 128;
+    dev->caps.coopmat_flex[0].k_gran = 16;
+    dev->caps.coopmat_flex[0].scope = 3; /* subgroup scope: not NV2's workgroup matrices */
+    assert_int_equal(vkpt_attn_plan_make(dev, &p, &seq, 1, meta, 256, &plan), 0);
+    assert_int_equal(plan.prefill.variant, VKPT_V_attn_prefill_f16kv);
+    dev->caps = saved;
+    dev->coopmat_auto = saved_auto;
+}
+
+/* On a device with cooperative matrices, each cooperative prefill it has
+ * (NV2's, KHR's) against the reference (bound ATTN_TOL_COOPMAT for its
+ * rows); each one the device lacks is reported, and the test is skipped
+ * when it has none. */
+static void attn_coopmat_prefill_matches_reference(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    static const struct {
+        const char *name;
+        int variant;
+        bool no_nv2;
+    } paths[] = {{"attn_prefill_f16kv_nv2", VKPT_V_attn_prefill_f16kv_nv2, false},
+                 {"attn_prefill_f16kv_coopmat", VKPT_V_attn_prefill_f16kv_coopmat, true}};
+    int ran = 0;
+    for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
+        vkpt_attn_params probe = {.n_head = 8,
+                                  .n_kv_head = 2,
+                                  .head_dim = 64,
+                                  .coopmat = true,
+                                  .no_nv2 = paths[k].no_nv2};
+        vkpt_attn_seq seq = {0, 40, 40, 0};
+        uint32_t meta[256];
+        vkpt_attn_plan plan;
+        assert_int_equal(vkpt_attn_plan_make(dev, &probe, &seq, 1, meta, 256, &plan), 0);
+        if (plan.prefill.variant != paths[k].variant) {
+            fprintf(stderr, "# %s: not available on %s: skipped\n", paths[k].name, dev->caps.name);
+            continue;
+        }
+        fprintf(stderr, "# %s: running on %s\n", paths[k].name, dev->caps.name);
+        ran++;
+        vkpt_cmd c;
+        assert_int_equal(vkpt_cmd_init(dev, 0, &c), 0);
+        vkpt_test_rng r;
+        vkpt_test_rng_init(&r, 700);
+        static const uint32_t cfg[][3] = {{8, 2, 64}, {4, 4, 128}, {16, 2, 16}, {6, 2, 256},
+                                          {8, 1, 80}, {20, 1, 64}, {14, 2, 96}};
+        for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+            vkpt_attn_params p = {.n_head = cfg[i][0],
+                                  .n_kv_head = cfg[i][1],
+                                  .head_dim = cfg[i][2],
+                                  .coopmat = true,
+                                  .no_nv2 = paths[k].no_nv2};
+            batch b;
+            batch_make(&b, &r, &p, mixed, sizeof mixed / sizeof mixed[0], 0);
+            vkpt_attn_plan pl = batch_run(dev, &c, &b, paths[k].name);
+            assert_int_equal(pl.prefill.variant, paths[k].variant);
+            batch_free(&b);
+            /* a sliding window and softcap on the same path */
+            vkpt_attn_params pw = p;
+            pw.window = 7;
+            pw.softcap = 3.0f;
+            batch_make(&b, &r, &pw, mixed, sizeof mixed / sizeof mixed[0], 0);
+            batch_run(dev, &c, &b, paths[k].name);
+            batch_free(&b);
+        }
+        vkpt_cmd_free(&c);
+    }
+    if (!ran) skip();
 }
 
 #define T(fn) cmocka_unit_test_teardown(fn, vkpt_test_check_validation)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(attn_kv_write_fills_the_right_slots),    T(attn_mixed_batch_across_gqa_ratios),
-        T(attn_every_supported_head_dim),          T(attn_window_non_causal_softcap_and_scale),
-        T(attn_decode_splits_merge_exactly),       T(attn_step_end_to_end_against_f32_kv),
-        T(attn_plan_rejects_bad_batches),          T(attn_plan_picks_coopmat_only_when_caps_say_so),
+        T(attn_kv_write_fills_the_right_slots),
+        T(attn_mixed_batch_across_gqa_ratios),
+        T(attn_every_supported_head_dim),
+        T(attn_window_non_causal_softcap_and_scale),
+        T(attn_decode_splits_merge_exactly),
+        T(attn_step_end_to_end_against_f32_kv),
+        T(attn_plan_rejects_bad_batches),
+        T(attn_plan_picks_coopmat_only_when_caps_say_so),
+        T(attn_plan_picks_nv2_only_when_caps_say_so),
         T(attn_coopmat_prefill_matches_reference),
     };
     return cmocka_run_group_tests(tests, vkpt_test_gpu_setup, vkpt_test_gpu_teardown);

@@ -1,6 +1,8 @@
 /* engine/kernels/k_matmul.c on the GPU against the C references: get_rows
  * bit for bit, matvec on every path the device has (portable, subgroup,
- * int8 dot), the tiled matmul, activation quantization, output slices with
+ * int8 dot), the tiled matmul, the cooperative-matrix matmuls (KHR and
+ * VK_NV_cooperative_matrix2, where the device has them; each missing one is
+ * reported skipped), activation quantization, output slices with
  * bias, and the splitting of tensors larger than one binding. Shapes are
  * deliberately not multiples of any workgroup or tile size.
  *
@@ -131,6 +133,37 @@ static void check_products(const char *what, const mat *m, const float *x, uint3
     }
 }
 
+/* The cooperative-matrix matmuls (KHR, NV2) multiply f16 copies of the
+ * dequantized weights and of the activations. */
+static bool rounds_to_f16(int path)
+{
+    return path == VKPT_MM_MATMUL_COOPMAT || path == VKPT_MM_MATMUL_NV2;
+}
+
+/* The reference for a run that took `path` (resolved, not AUTO) into want
+ * ([n_tok][stride]), then the check of got against it. For the f16 paths
+ * the reference takes the same f16-rounded inputs (x is rounded in place),
+ * so only the f32 accumulation differs and the same bound holds. */
+static void ref_and_check(const char *what, int path, const mat *m, float *x, uint32_t n_tok,
+                          const float *got, float *want, uint32_t stride, const float *bias)
+{
+    uint32_t K = m->K, M = m->M;
+    if (!rounds_to_f16(path)) {
+        assert_int_equal(vkpt_ref_matmul(m->type, m->q, K, M, x, n_tok, want, stride, bias), 0);
+        check_products(what, m, x, n_tok, got, want, stride, 4);
+        return;
+    }
+    mat h = *m; /* the f16-rounded problem, as F32 */
+    h.type = VKPT_Q_F32;
+    h.deq = malloc((size_t)K * M * 4);
+    for (size_t i = 0; i < (size_t)K * M; i++)
+        h.deq[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(m->deq[i]));
+    for (size_t i = 0; i < (size_t)n_tok * K; i++) x[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(x[i]));
+    assert_int_equal(vkpt_ref_matmul(VKPT_Q_F32, h.deq, K, M, x, n_tok, want, stride, bias), 0);
+    check_products(what, &h, x, n_tok, got, want, stride, 4);
+    free(h.deq);
+}
+
 /* Run y = W x (+bias) on `path` (matvec tuning wg/rows, 0 = default) and
  * compare with the reference. */
 static void run_tuned(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_tok, int path,
@@ -155,13 +188,13 @@ static void run_tuned(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_to
                       .path = path,
                       .mv_wg = wg,
                       .mv_rows = rows};
+    int took = vkpt_k_matmul_choose(dev, &a); /* AUTO may take an f16 path (VKPT_COOPMAT=1) */
     assert_int_equal(vkpt_cmd_begin(c), 0);
     int err = vkpt_k_matmul(c, &a);
     if (err) fail_msg("%s %s: %s", vkpt_mm_path_name(path), tname(m->type), vkpt_errmsg(err));
     assert_int_equal(vkpt_cmd_run(c), 0);
     assert_int_equal(vkpt_buf_download(dev, &by, 0, got, (uint64_t)n_tok * M * 4), 0);
-    assert_int_equal(vkpt_ref_matmul(m->type, m->q, K, M, x, n_tok, want, M, bias), 0);
-    check_products(vkpt_mm_path_name(path), m, x, n_tok, got, want, M, 4);
+    ref_and_check(vkpt_mm_path_name(took), took, m, x, n_tok, got, want, M, bias);
     vkpt_buf_free(dev, &bx);
     vkpt_buf_free(dev, &by);
     vkpt_buf_free(dev, &bb);
@@ -277,18 +310,22 @@ static void matmul_tiled_matches_reference(void **state)
     vkpt_cmd_free(&c);
 }
 
-/* The cooperative-matrix matmul multiplies f16 copies of the dequantized
- * weights and the activations: its reference takes the same f16-rounded
- * inputs, so only the f32 accumulation differs (the bound above). Runs only
- * where the device has the matrices (never on lavapipe). */
-static void coopmat_case(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_tok,
-                         vkpt_test_rng *r)
+/* The cooperative-matrix matmuls (KHR subgroup-scope, NV2 workgroup-scope)
+ * multiply f16 copies of the dequantized weights and the activations: their
+ * reference takes the same f16-rounded inputs, so only the f32 accumulation
+ * differs (the bound above). The output is a column slice [col, col + M) of
+ * rows `width` wide, as a fused QKV projection writes it; the columns
+ * around it must keep their sentinel. Runs only where the device has the
+ * matrices (never on lavapipe). */
+static void coopmat_case(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n_tok, int path,
+                         uint32_t col, uint32_t width, vkpt_test_rng *r)
 {
     uint32_t K = m->K, M = m->M;
+    size_t ny = (size_t)n_tok * width;
     float *x = rand_x(r, (size_t)n_tok * K), *bias = rand_x(r, M);
-    float *got = malloc((size_t)n_tok * M * 4), *want = malloc((size_t)n_tok * M * 4);
-    vkpt_buf bx = upload(dev, x, (uint64_t)n_tok * K * 4),
-             by = dev_buf(dev, (uint64_t)n_tok * M * 4);
+    float *got = malloc(ny * 4), *want = malloc(ny * 4);
+    for (size_t i = 0; i < ny; i++) got[i] = want[i] = -777.0f;
+    vkpt_buf bx = upload(dev, x, (uint64_t)n_tok * K * 4), by = upload(dev, got, ny * 4);
     vkpt_buf bb = upload(dev, bias, M * 4ull);
     vkpt_mm_args a = {.wtype = m->type,
                       .w = m->buf,
@@ -296,50 +333,116 @@ static void coopmat_case(vkpt_device *dev, vkpt_cmd *c, const mat *m, uint32_t n
                       .M = M,
                       .n_tok = n_tok,
                       .x = bx,
-                      .y = by,
+                      .y = vkpt_buf_view(&by, col * 4ull, ((uint64_t)(n_tok - 1) * width + M) * 4),
+                      .y_stride = width,
                       .bias = bb,
-                      .path = VKPT_MM_MATMUL_COOPMAT};
+                      .path = path};
     assert_int_equal(vkpt_cmd_begin(c), 0);
-    assert_int_equal(vkpt_k_matmul(c, &a), 0);
+    int err = vkpt_k_matmul(c, &a);
+    if (err) fail_msg("%s %s: %s", vkpt_mm_path_name(path), tname(m->type), vkpt_errmsg(err));
     assert_int_equal(vkpt_cmd_run(c), 0);
-    assert_int_equal(vkpt_buf_download(dev, &by, 0, got, (uint64_t)n_tok * M * 4), 0);
-    mat h = *m; /* the f16-rounded problem, as F32 */
-    h.type = VKPT_Q_F32;
-    h.deq = malloc((size_t)K * M * 4);
-    for (size_t i = 0; i < (size_t)K * M; i++)
-        h.deq[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(m->deq[i]));
-    for (size_t i = 0; i < (size_t)n_tok * K; i++) x[i] = vkpt_f16_to_f32(vkpt_f32_to_f16(x[i]));
-    assert_int_equal(vkpt_ref_matmul(VKPT_Q_F32, h.deq, K, M, x, n_tok, want, M, bias), 0);
-    check_products("matmul_coopmat", &h, x, n_tok, got, want, M, 4);
+    assert_int_equal(vkpt_buf_download(dev, &by, 0, got, ny * 4), 0);
+    for (uint32_t t = 0; t < n_tok; t++)
+        for (uint32_t j = 0; j < width; j++)
+            if ((j < col || j >= col + M) && got[(size_t)t * width + j] != -777.0f)
+                fail_msg("%s %s: y[%u][%u] outside the slice [%u, %u) was written",
+                         vkpt_mm_path_name(path), tname(m->type), t, j, col, col + M);
+    ref_and_check(vkpt_mm_path_name(path), path, m, x, n_tok, got + col, want + col, width, bias);
     vkpt_buf_free(dev, &bx);
     vkpt_buf_free(dev, &by);
     vkpt_buf_free(dev, &bb);
-    free(x), free(bias), free(got), free(want), free(h.deq);
+    free(x), free(bias), free(got), free(want);
 }
 
+/* Every cooperative-matrix path the device has, against the reference;
+ * each path the device lacks says so in the output, and the test is
+ * reported skipped when it has none. */
 static void matmul_coopmat_matches_reference_where_available(void **state)
 {
     vkpt_device *dev = vkpt_test_dev(state);
-    vkpt_mm_args probe = {.wtype = VKPT_Q_Q4_K, .n_tok = 64, .path = VKPT_MM_MATMUL_COOPMAT};
-    if (vkpt_k_matmul_choose(dev, &probe) != VKPT_MM_MATMUL_COOPMAT) {
-        fprintf(stderr, "# no cooperative matrices here (lavapipe): skipped\n");
-        skip();
-    }
+    static const int paths[] = {VKPT_MM_MATMUL_COOPMAT, VKPT_MM_MATMUL_NV2};
+    static const uint32_t toks[] = {1, 17, 64, 130, 300};
+    /* output slices: {column, extra width}; 1 and 3 put y off 16-byte alignment */
+    static const uint32_t slices[][2] = {{0, 0}, {3, 5}, {1, 1}, {0, 7}, {2, 2}};
     vkpt_cmd c;
     assert_int_equal(vkpt_cmd_init(dev, 0, &c), 0);
     vkpt_test_rng r;
     vkpt_test_rng_init(&r, 31);
-    static const uint32_t toks[] = {1, 17, 64, 130};
-    for (size_t t = 0; t < N_TYPES; t++) {
-        for (size_t i = 0; i < 4; i++) {
-            mat m;
-            mat_make(dev, &r, k_types[t], test_k(k_types[t], i % 2), k_rows[(i + t) % 5], NULL, 0,
-                     &m);
-            coopmat_case(dev, &c, &m, toks[i], &r);
-            mat_free(dev, &m);
+    int ran = 0;
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        vkpt_mm_args probe = {.wtype = VKPT_Q_Q4_K, .n_tok = 64, .path = paths[p]};
+        if (vkpt_k_matmul_choose(dev, &probe) != paths[p]) {
+            fprintf(stderr, "# %s: not available on %s (%s): skipped\n",
+                    vkpt_mm_path_name(paths[p]), dev->caps.name,
+                    paths[p] == VKPT_MM_MATMUL_NV2 ? "needs VK_NV_cooperative_matrix2"
+                                                   : "needs VK_KHR_cooperative_matrix");
+            continue;
+        }
+        fprintf(stderr, "# %s: running on %s\n", vkpt_mm_path_name(paths[p]), dev->caps.name);
+        ran++;
+        for (size_t t = 0; t < N_TYPES; t++) {
+            for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+                mat m;
+                uint32_t M = k_rows[(i + t) % 5];
+                mat_make(dev, &r, k_types[t], test_k(k_types[t], i % 2), M, NULL, 0, &m);
+                const uint32_t *sl = slices[(i + t) % 5];
+                coopmat_case(dev, &c, &m, toks[i], paths[p], sl[0], sl[0] + M + sl[1], &r);
+                mat_free(dev, &m);
+            }
         }
     }
     vkpt_cmd_free(&c);
+    if (!ran) skip();
+}
+
+/* Which matmul AUTO picks on a device with NV2: the NV2 kernel only with
+ * the coopmat opt-in, only with a workgroup-scope f16 -> f32 configuration
+ * whose granularity fits its tiles; plans only (lavapipe's caps are
+ * dressed up as an NVIDIA GPU's here, nothing is run). */
+static void matmul_nv2_chosen_only_with_caps_and_opt_in(void **state)
+{
+    vkpt_device *dev = vkpt_test_dev(state);
+    vkpt_device_caps saved = dev->caps;
+    bool saved_auto = dev->coopmat_auto;
+    vkpt_mm_args a = {.wtype = VKPT_Q_Q4_K, .K = 512, .M = 300, .n_tok = 64};
+    a.path = VKPT_MM_MATMUL_NV2;
+    if (!dev->caps.coopmat_nv2) assert_int_equal(vkpt_k_matmul_choose(dev, &a), VKPT_EUNSUPPORTED);
+    bool compiled = vkpt_variants[VKPT_V_matmul_q4k_f32_nv2].spv != NULL;
+    dev->caps.vendor_id = 0x10de; /* NVIDIA's tuning: the tiled matmul from 9 tokens */
+    dev->caps.type = VKPT_DEVICE_DISCRETE;
+    dev->caps.coopmat_khr = dev->caps.coopmat_nv2 = dev->caps.fp16 = true;
+    dev->caps.maintenance4 = dev->caps.vulkan_memory_model = true;
+    dev->caps.n_coopmat_shapes = 0;
+    dev->caps.coopmat2_max_wg_size = 256;
+    dev->caps.max_wg_invocations = 1024;
+    dev->caps.max_wg_size[0] = 1024;
+    dev->caps.n_coopmat_flex = 1;
+    dev->caps.coopmat_flex[0] =
+        (vkpt_coopmat_flex){16, 16, 16, VKPT_CT_F16, VKPT_CT_F16, VKPT_CT_F32, VKPT_CT_F32, 2, 256};
+    int nv2 = compiled ? VKPT_MM_MATMUL_NV2 : VKPT_EUNSUPPORTED;
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), nv2); /* forced: no opt-in needed */
+    a.path = VKPT_MM_AUTO;
+    dev->coopmat_auto = false;
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), VKPT_MM_MATMUL);
+    dev->coopmat_auto = true;
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), compiled ? VKPT_MM_MATMUL_NV2 : VKPT_MM_MATMUL);
+    a.n_tok = 4; /* decode stays on matvec */
+    int mv = dev->caps.subgroup_arith ? VKPT_MM_MATVEC_SUBGROUP : VKPT_MM_MATVEC;
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), mv);
+    a.n_tok = 64;
+    dev->caps.coopmat_flex[0].m_gran = 48; /* does not divide the tiles */
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), VKPT_MM_MATMUL);
+    dev->caps.coopmat_flex[0].m_gran = 16;
+    dev->caps.coopmat_flex[0].c = dev->caps.coopmat_flex[0].result = VKPT_CT_F16; /* f16 sums */
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), VKPT_MM_MATMUL);
+    dev->caps.coopmat_flex[0].c = dev->caps.coopmat_flex[0].result = VKPT_CT_F32;
+    dev->caps.maintenance4 = false; /* its workgroup size is a specialization constant */
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), VKPT_MM_MATMUL);
+    dev->caps.maintenance4 = true;
+    dev->caps.coopmat_nv2 = false;
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), VKPT_MM_MATMUL);
+    dev->caps = saved;
+    dev->coopmat_auto = saved_auto;
 }
 
 static void matmul_auto_runs_prefill_and_decode(void **state)
@@ -356,9 +459,18 @@ static void matmul_auto_runs_prefill_and_decode(void **state)
     assert_int_equal(vkpt_k_matmul_choose(dev, &a), want_mv);
     a.n_tok = 9;
     /* prefill: the tiled matmul, except on lavapipe where the vendor table
-     * keeps matvec (8 tokens per dispatch), which is faster there */
+     * keeps matvec (8 tokens per dispatch), which is faster there; with the
+     * coopmat opt-in (VKPT_COOPMAT=1), NV2's or KHR's where the device has them */
     bool lavapipe = dev->caps.vendor_id == 0x10005 && dev->caps.type == VKPT_DEVICE_CPU;
-    assert_int_equal(vkpt_k_matmul_choose(dev, &a), lavapipe ? want_mv : VKPT_MM_MATMUL);
+    int want_mm = VKPT_MM_MATMUL;
+    static const int cm_paths[] = {VKPT_MM_MATMUL_NV2, VKPT_MM_MATMUL_COOPMAT};
+    for (int i = 1; i >= 0; i--) {
+        vkpt_mm_args probe = a;
+        probe.path = cm_paths[i];
+        if (dev->coopmat_auto && vkpt_k_matmul_choose(dev, &probe) == cm_paths[i])
+            want_mm = cm_paths[i];
+    }
+    assert_int_equal(vkpt_k_matmul_choose(dev, &a), lavapipe ? want_mv : want_mm);
     run_case(dev, &c, &m, 1, VKPT_MM_AUTO, &r, false);
     run_case(dev, &c, &m, 9, VKPT_MM_AUTO, &r, true);
     /* forced matvec over more than 8 tokens runs 8 at a time */
@@ -396,15 +508,15 @@ static void matmul_writes_a_slice_of_a_wider_output_with_bias(void **state)
                           .y = vkpt_buf_view(&by, col * 4, ((uint64_t)(nt - 1) * W + M) * 4),
                           .y_stride = W,
                           .bias = bb};
+        int took = vkpt_k_matmul_choose(dev, &a);
         assert_int_equal(vkpt_cmd_begin(&c), 0);
         assert_int_equal(vkpt_k_matmul(&c, &a), 0);
         assert_int_equal(vkpt_cmd_run(&c), 0);
         assert_int_equal(vkpt_buf_download(dev, &by, 0, ybig, (uint64_t)nt * W * 4), 0);
-        assert_int_equal(vkpt_ref_matmul(m.type, m.q, K, M, x, nt, want + col, W, bias), 0);
         for (uint32_t t = 0; t < nt; t++)
             for (uint32_t j = 0; j < W; j++)
                 if (j < col || j >= col + M) assert_true(ybig[t * W + j] == -777.0f);
-        check_products("slice", &m, x, nt, ybig + col, want + col, W, 4);
+        ref_and_check("slice", took, &m, x, nt, ybig + col, want + col, W, bias);
         vkpt_buf_free(dev, &bx);
         vkpt_buf_free(dev, &bb);
         vkpt_buf_free(dev, &by);
@@ -664,6 +776,8 @@ static void matmul_rejects_bad_arguments(void **state)
     assert_int_equal(vkpt_k_matmul(&c, &a), VKPT_EINVAL);
     a.path = VKPT_MM_MATMUL_COOPMAT;
     if (!dev->caps.coopmat_khr) assert_int_equal(vkpt_k_matmul(&c, &a), VKPT_EUNSUPPORTED);
+    a.path = VKPT_MM_MATMUL_NV2;
+    if (!dev->caps.coopmat_nv2) assert_int_equal(vkpt_k_matmul(&c, &a), VKPT_EUNSUPPORTED);
     a.path = 99;
     assert_int_equal(vkpt_k_matmul(&c, &a), VKPT_EINVAL);
     a.path = VKPT_MM_AUTO;
@@ -690,6 +804,7 @@ int main(void)
         T(matmul_matvec_matches_reference_on_every_path),
         T(matmul_tiled_matches_reference),
         T(matmul_coopmat_matches_reference_where_available),
+        T(matmul_nv2_chosen_only_with_caps_and_opt_in),
         T(matmul_auto_runs_prefill_and_decode),
         T(matmul_writes_a_slice_of_a_wider_output_with_bias),
         T(matmul_quantize_act_matches_reference),

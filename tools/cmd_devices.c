@@ -100,9 +100,25 @@ static cJSON *caps_json(int index, const vkpt_device_caps *c)
                                                 : "other");
         cJSON_AddItemToArray(shapes, e);
     }
-    if (c->coopmat_nv2)
+    if (c->coopmat_nv2) {
         cJSON_AddNumberToObject(o, "cooperative_matrix2_max_workgroup_size",
                                 c->coopmat2_max_wg_size);
+        cJSON *flex = cJSON_AddArrayToObject(o, "cooperative_matrix2_flexible_dimensions");
+        for (uint32_t i = 0; i < c->n_coopmat_flex; i++) {
+            const vkpt_coopmat_flex *x = &c->coopmat_flex[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "m_granularity", x->m_gran);
+            cJSON_AddNumberToObject(e, "n_granularity", x->n_gran);
+            cJSON_AddNumberToObject(e, "k_granularity", x->k_gran);
+            cJSON_AddStringToObject(e, "a", ctype_name(x->a));
+            cJSON_AddStringToObject(e, "b", ctype_name(x->b));
+            cJSON_AddStringToObject(e, "c", ctype_name(x->c));
+            cJSON_AddStringToObject(e, "result", ctype_name(x->result));
+            cJSON_AddStringToObject(e, "scope", x->scope == 2 ? "workgroup" : "other");
+            cJSON_AddNumberToObject(e, "workgroup_invocations", x->wg_invocations);
+            cJSON_AddItemToArray(flex, e);
+        }
+    }
 
     cJSON *l = cJSON_AddObjectToObject(o, "limits");
     cJSON_AddNumberToObject(l, "max_workgroup_invocations", c->max_wg_invocations);

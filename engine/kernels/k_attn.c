@@ -42,15 +42,16 @@ static uint64_t attn_cm_smem(uint32_t m, uint32_t bk, uint32_t d)
            (uint64_t)m * (bk + 8) * 2 + (uint64_t)m * (d + 4) * 4 + 12ull * m;
 }
 
-/* The cooperative-matrix prefill runs 16x16x16 f16 x f16 -> f32 products
- * in subgroup scope: usable when this build compiled it and the device
- * lists that shape. Its f32 O tile makes it want more shared memory: up to
+/* The KHR cooperative-matrix prefill runs 16x16x16 f16 x f16 -> f32
+ * products in subgroup scope: usable when allowed (params.coopmat or the
+ * device's opt-in), this build compiled it and the device lists that shape. Its f32 O tile makes it want more shared memory: up to
  * 48 KiB, what NVIDIA and AMD give a workgroup without opting in. */
 static bool coopmat_prefill(const vkpt_device *dev, const vkpt_attn_params *p, uint32_t group,
                             vkpt_attn_path *pp)
 {
     uint32_t d = p->head_dim;
-    if (!p->coopmat || d % 16 || !vkpt_variant_usable(dev, VKPT_V_attn_prefill_f16kv_coopmat))
+    if (!(p->coopmat || dev->coopmat_auto) || d % 16 || !dev->caps.vulkan_memory_model ||
+        !vkpt_variant_usable(dev, VKPT_V_attn_prefill_f16kv_coopmat))
         return false;
     bool shape = false;
     for (uint32_t i = 0; i < dev->caps.n_coopmat_shapes; i++) {
@@ -72,6 +73,52 @@ static bool coopmat_prefill(const vkpt_device *dev, const vkpt_attn_params *p, u
     return true;
 }
 
+/* shared memory of attn_nv2.comp (its matrices are staged by the driver,
+ * within what the device reserves for that) */
+static uint64_t attn_nv2_smem(uint32_t m, uint32_t bk)
+{
+    return (uint64_t)m * (bk + 4) * 4 + (uint64_t)m * (bk + 8) * 2 + 12ull * m;
+}
+
+/* The NV2 prefill: workgroup-scope f16 x f16 -> f32 matrices of M = 64
+ * rows, K = head_dim, N = BK = 32 keys (and M x BK times BK x head_dim), in
+ * the largest workgroup (up to 256) the device lists with granularities
+ * that divide them. GH is the largest divisor of the group that fits the
+ * rows, so a workgroup's heads never cross into the next kv head's. Needs
+ * the caller's or the device's coopmat opt-in; unverified on hardware. */
+static bool nv2_prefill(const vkpt_device *dev, const vkpt_attn_params *p, uint32_t group,
+                        vkpt_attn_path *pp)
+{
+    const vkpt_device_caps *c = &dev->caps;
+    uint32_t d = p->head_dim, m = 64, bk = 32, wg = 0;
+    if (!(p->coopmat || dev->coopmat_auto) || p->no_nv2 || d % 16 || !c->maintenance4 ||
+        !vkpt_variant_usable(dev, VKPT_V_attn_prefill_f16kv_nv2))
+        return false;
+    for (uint32_t i = 0; i < c->n_coopmat_flex; i++) {
+        const vkpt_coopmat_flex *f = &c->coopmat_flex[i];
+        uint32_t w = f->wg_invocations;
+        if (f->a != VKPT_CT_F16 || f->b != VKPT_CT_F16 || f->c != VKPT_CT_F32 ||
+            f->result != VKPT_CT_F32 || f->scope != 2 /* workgroup */ || !w || w > 256 ||
+            w > c->max_wg_invocations || w > c->max_wg_size[0] ||
+            (c->coopmat2_max_wg_size && w > c->coopmat2_max_wg_size) || !f->m_gran || !f->n_gran ||
+            !f->k_gran || m % f->m_gran || bk % f->n_gran || d % f->n_gran || d % f->k_gran ||
+            bk % f->k_gran)
+            continue;
+        if (w > wg) wg = w;
+    }
+    uint64_t smem = attn_nv2_smem(m, bk) + c->coopmat2_reserved_smem;
+    if (!wg || smem > c->max_shared_memory) return false;
+    uint32_t gh = group < m ? group : m;
+    while (group % gh) gh--;
+    pp->variant = VKPT_V_attn_prefill_f16kv_nv2;
+    pp->heads = gh;
+    pp->rows = m; /* rows past gh * (m / gh) are idle */
+    pp->keys = bk;
+    pp->n_hsplit = group / gh;
+    pp->wg = wg;
+    return true;
+}
+
 /* Prefill: BK = 32 keys (two cache blocks; one block on devices with the
  * minimum 16 KiB of shared memory); the most rows that fit, packed as
  * (tokens x heads of one kv group). */
@@ -79,7 +126,7 @@ static int choose_prefill(const vkpt_device *dev, const vkpt_attn_params *p, uin
                           vkpt_attn_path *pp)
 {
     uint32_t d = p->head_dim;
-    if (coopmat_prefill(dev, p, group, pp)) return 0;
+    if (nv2_prefill(dev, p, group, pp) || coopmat_prefill(dev, p, group, pp)) return 0;
     pp->variant = VKPT_V_attn_prefill_f16kv;
     uint32_t bk = 32, mmax = 64;
     while (mmax > 8 && attn_smem(mmax, bk, d) > smem_budget(dev)) mmax /= 2;

@@ -18,7 +18,10 @@
  *     cooperative matrices (a 16x16x16 f16 -> f32 subgroup shape) and
  *     head_dim % 16 == 0, attn_prefill_f16kv_coopmat instead when
  *     params.coopmat allows it (Q and P rounded to f16: ~1e-3 less
- *     accurate; not yet run on hardware);
+ *     accurate; not yet run on hardware); attn_prefill_f16kv_nv2 before
+ *     it on devices with VK_NV_cooperative_matrix2 (workgroup-scope
+ *     matrices, K/V read through tensor layouts with decode functions;
+ *     same accuracy, equally unverified);
  *   - attn_decode_f16kv over every decode sequence, split-K over its context
  *     into partial (max, sum, acc) results, one dispatch; a barrier; and
  *     attn_reduce_f32 combining the splits, one dispatch.
@@ -53,10 +56,13 @@ typedef struct vkpt_attn_params {
     uint32_t window;    /* 0: off; causal rows see only the last `window` positions */
     bool non_causal;    /* encoders: every row sees all kv_len positions */
     uint32_t split_len; /* decode keys per split (multiple of 16); 0: chosen by the plan */
-    /* Allow the cooperative-matrix prefill where the caps permit it. Opt-in
-     * while it has not run on hardware; it also needs the device created
-     * with the vulkanMemoryModel feature (its SPIR-V uses that model). */
+    /* Allow the cooperative-matrix prefills where the caps permit them
+     * (NV2's first, then KHR's); the device's coopmat opt-in
+     * (vkpt_device_opts.coopmat, VKPT_COOPMAT=1) allows them too. Opt-in
+     * while they have not run on hardware; they also need the device
+     * created with the vulkanMemoryModel feature (their SPIR-V uses it). */
     bool coopmat;
+    bool no_nv2; /* tests: never the NV2 prefill (to reach the KHR one) */
 } vkpt_attn_params;
 
 /* Kernel shape chosen for one path (prefill or decode). */

@@ -341,9 +341,10 @@ static int run_mm(bench *b, int path, uint32_t n_tok, const char *name,
     for (size_t i = 0; !err && i < nx; i++) xd[i] = intdot ? (float)q[i] * d[i / 32] : b->x[i];
     if (!err) {
         row.check = check_rows(b, xd, n_tok, y);
-        /* the bound tests/test_matmul.c uses; the coopmat kernel also rounds
+        /* the bound tests/test_matmul.c uses; the coopmat kernels also round
          * weights and activations to f16 (2^-11 relative each) */
-        double bound = 4.0 * b->K * 0x1p-24 + (path == VKPT_MM_MATMUL_COOPMAT ? 0x1p-10 : 0);
+        bool f16 = path == VKPT_MM_MATMUL_COOPMAT || path == VKPT_MM_MATMUL_NV2;
+        double bound = 4.0 * b->K * 0x1p-24 + (f16 ? 0x1p-10 : 0);
         row.ok = row.check <= bound;
         cb(&row, ud);
     }
@@ -404,6 +405,8 @@ int vkpt_bench_kernels(vkpt_device *dev, const vkpt_kbench_opts *opts_in,
         }
         snprintf(name, sizeof name, "matmul/%s/matmul_coopmat", slug);
         any |= want(&o, name); /* also matches "matmul/<type>/matmul" */
+        snprintf(name, sizeof name, "matmul/%s/matmul_nv2", slug);
+        any |= want(&o, name);
         snprintf(name, sizeof name, "moe_matvec/%s/matvec_subgroup", slug);
         any |= want(&o, name); /* also matches "moe_matvec/<type>/matvec" */
         snprintf(name, sizeof name, "moe_prefill/%s/matvec_subgroup", slug);
@@ -419,8 +422,9 @@ int vkpt_bench_kernels(vkpt_device *dev, const vkpt_kbench_opts *opts_in,
             if (!want(&o, name) || vkpt_k_matmul_choose(dev, &probe) < 0) continue;
             err = run_mm(&b, mv_paths[p], 1, name, cb, ud);
         }
-        static const int mm_paths[] = {VKPT_MM_MATMUL, VKPT_MM_MATMUL_COOPMAT};
-        for (size_t p = 0; p < 2 && !err; p++) {
+        /* the cooperative-matrix rows appear where the device has them */
+        static const int mm_paths[] = {VKPT_MM_MATMUL, VKPT_MM_MATMUL_COOPMAT, VKPT_MM_MATMUL_NV2};
+        for (size_t p = 0; p < 3 && !err; p++) {
             snprintf(name, sizeof name, "matmul/%s/%s", slug, vkpt_mm_path_name(mm_paths[p]));
             vkpt_mm_args probe = {.wtype = b.type, .n_tok = b.n_tok, .path = mm_paths[p]};
             if (!want(&o, name) || vkpt_k_matmul_choose(dev, &probe) < 0) continue;

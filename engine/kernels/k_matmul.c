@@ -15,14 +15,14 @@
 
 typedef struct fmt_variants {
     uint32_t type;
-    int get_rows, mv, mv_subgroup, mv_intdot, mm, mm_coopmat;
+    int get_rows, mv, mv_subgroup, mv_intdot, mm, mm_coopmat, mm_nv2;
 } fmt_variants;
 
 #define FMT(T, n)                                                              \
     {                                                                          \
         VKPT_Q_##T, VKPT_V_get_rows_##n##_f32, VKPT_V_matvec_##n##_f32,        \
             VKPT_V_matvec_##n##_f32_subgroup, ID_##n, VKPT_V_matmul_##n##_f32, \
-            VKPT_V_matmul_##n##_f32_coopmat                                    \
+            VKPT_V_matmul_##n##_f32_coopmat, VKPT_V_matmul_##n##_f32_nv2       \
     }
 #define ID_f32  -1
 #define ID_f16  -1
@@ -63,9 +63,10 @@ typedef struct mm_tune {
     uint32_t mm_bm;      /* matmul tile: weight rows (multiple of 16) */
     uint32_t mm_bn;      /* matmul tile: tokens (multiple of 16) */
     uint32_t mm_min_tok; /* AUTO runs the tiled matmul from this many tokens (0: never) */
-    bool mm_coopmat;     /* AUTO may pick the cooperative-matrix matmul: off until it has
-                          * been verified on the vendor's hardware (and the device enables
-                          * vulkanMemoryModel, which its SPIR-V uses) */
+    bool mm_coopmat;     /* AUTO may pick the cooperative-matrix matmuls without the
+                          * device's coopmat opt-in: off until they have been verified
+                          * on the vendor's hardware (and the device enables
+                          * vulkanMemoryModel, which their SPIR-V uses) */
 } mm_tune;
 
 static const mm_tune k_tune[] = {
@@ -90,7 +91,8 @@ static const mm_tune *tune_for(const vkpt_device *dev)
 const char *vkpt_mm_path_name(int path)
 {
     static const char *names[VKPT_MM_PATH_COUNT] = {"auto",          "matvec", "matvec_subgroup",
-                                                    "matvec_intdot", "matmul", "matmul_coopmat"};
+                                                    "matvec_intdot", "matmul", "matmul_coopmat",
+                                                    "matmul_nv2"};
     return path >= 0 && path < VKPT_MM_PATH_COUNT ? names[path] : "?";
 }
 
@@ -164,14 +166,14 @@ static bool usable(const vkpt_device *dev, int v)
     return v >= 0 && vkpt_variant_usable(dev, v);
 }
 
-/* matmul_coopmat.comp needs 16x16x16 f16 x f16 -> f32 subgroup matrices and
- * subgroups of exactly 32 invocations. */
+/* matmul_coopmat.comp needs 16x16x16 f16 x f16 -> f32 subgroup matrices,
+ * subgroups of exactly 32 invocations and the Vulkan memory model. */
 static bool coopmat_ok(const vkpt_device *dev)
 {
     const vkpt_device_caps *c = &dev->caps;
     bool sg32 = c->subgroup_size == 32 ||
                 (c->subgroup_size_control && c->subgroup_min <= 32 && 32 <= c->subgroup_max);
-    if (!c->coopmat_khr || !sg32) return false;
+    if (!c->coopmat_khr || !sg32 || !c->vulkan_memory_model) return false;
     for (uint32_t i = 0; i < c->n_coopmat_shapes; i++) {
         const vkpt_coopmat_shape *sh = &c->coopmat_shapes[i];
         if (sh->m == 16 && sh->n == 16 && sh->k == 16 && sh->a == VKPT_CT_F16 &&
@@ -180,6 +182,38 @@ static bool coopmat_ok(const vkpt_device *dev)
             return true;
     }
     return false;
+}
+
+/* NV2 matmul tile: workgroup size and C = A B dimensions (BN tokens x BM
+ * weight rows, BK of K per step). */
+typedef struct nv2_tile {
+    uint32_t wg, bm, bn, bk;
+} nv2_tile;
+
+/* matmul_nv2.comp's shape for n_tok tokens: 128 weight rows x 128 tokens
+ * (64 for short prompts), BK 32, in the largest workgroup the device lists
+ * for f16 x f16 -> f32 workgroup-scope matrices (up to 256) whose
+ * granularities divide the tile. False when there is none, or the device
+ * lacks what the variant needs (its workgroup size is a specialization
+ * constant: LocalSizeId, maintenance4). Starting points, not measured. */
+static bool nv2_tile_for(const vkpt_device *dev, uint32_t n_tok, nv2_tile *t)
+{
+    const vkpt_device_caps *c = &dev->caps;
+    if (!c->coopmat_nv2 || !c->maintenance4 || !c->vulkan_memory_model) return false;
+    nv2_tile best = {0, 128, n_tok <= 64 ? 64 : 128, 32};
+    for (uint32_t i = 0; i < c->n_coopmat_flex; i++) {
+        const vkpt_coopmat_flex *f = &c->coopmat_flex[i];
+        uint32_t wg = f->wg_invocations;
+        if (f->a != VKPT_CT_F16 || f->b != VKPT_CT_F16 || f->c != VKPT_CT_F32 ||
+            f->result != VKPT_CT_F32 || f->scope != 2 /* workgroup */ || !wg || wg > 256 ||
+            wg > c->max_wg_invocations || wg > c->max_wg_size[0] ||
+            (c->coopmat2_max_wg_size && wg > c->coopmat2_max_wg_size) || !f->m_gran || !f->n_gran ||
+            !f->k_gran || best.bn % f->m_gran || best.bm % f->n_gran || best.bk % f->k_gran)
+            continue;
+        if (wg > best.wg) best.wg = wg;
+    }
+    *t = best;
+    return best.wg != 0;
 }
 
 /* The variant for a resolved path, or -1. */
@@ -191,6 +225,7 @@ static int path_variant(const fmt_variants *fv, int path)
     case VKPT_MM_MATVEC_INTDOT: return fv->mv_intdot;
     case VKPT_MM_MATMUL: return fv->mm;
     case VKPT_MM_MATMUL_COOPMAT: return fv->mm_coopmat;
+    case VKPT_MM_MATMUL_NV2: return fv->mm_nv2;
     default: return -1;
     }
 }
@@ -209,7 +244,9 @@ static int choose(const vkpt_device *dev, const fmt_variants *fv, const vkpt_mm_
         if (a->path == VKPT_MM_MATVEC_INTDOT && !a->xq.buf)
             return vkpt_fail(VKPT_EINVAL, "matmul: the intdot path needs quantized activations");
         int v = path_variant(fv, a->path);
-        if (!usable(dev, v) || (a->path == VKPT_MM_MATMUL_COOPMAT && !coopmat_ok(dev)))
+        nv2_tile nt;
+        if (!usable(dev, v) || (a->path == VKPT_MM_MATMUL_COOPMAT && !coopmat_ok(dev)) ||
+            (a->path == VKPT_MM_MATMUL_NV2 && !nv2_tile_for(dev, a->n_tok, &nt)))
             return vkpt_fail(VKPT_EUNSUPPORTED, "matmul: path %s for %s is not %s",
                              vkpt_mm_path_name(a->path), vkpt_qtype_get(fv->type)->name,
                              v < 0 ? "implemented" : "available on this device/build");
@@ -223,8 +260,13 @@ static int choose(const vkpt_device *dev, const fmt_variants *fv, const vkpt_mm_
         if (usable(dev, fv->mv_subgroup)) return VKPT_MM_MATVEC_SUBGROUP;
         return VKPT_MM_MATVEC;
     }
-    if (tn->mm_coopmat && usable(dev, fv->mm_coopmat) && coopmat_ok(dev))
-        return VKPT_MM_MATMUL_COOPMAT;
+    /* the cooperative-matrix matmuls only with the opt-in until verified
+     * on hardware (docs/ARCHITECTURE.md: how to check them) */
+    bool cm = tn->mm_coopmat || dev->coopmat_auto;
+    nv2_tile nt;
+    if (cm && usable(dev, fv->mm_nv2) && nv2_tile_for(dev, a->n_tok, &nt))
+        return VKPT_MM_MATMUL_NV2;
+    if (cm && usable(dev, fv->mm_coopmat) && coopmat_ok(dev)) return VKPT_MM_MATMUL_COOPMAT;
     return VKPT_MM_MATMUL;
 }
 
@@ -295,9 +337,14 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
     while (mv_wg > 1 && (mv_wg > dev->caps.max_wg_invocations ||
                          (uint64_t)mv_wg * mv_rows * 8 * 4 > dev->caps.max_shared_memory))
         mv_wg /= 2;
-    /* matmul tiles: the coopmat kernel's are fixed at 64 x 64 */
+    /* matmul tiles: the coopmat kernel's are fixed at 64 x 64, the NV2
+     * kernel's from nv2_tile_for */
     const bool coopmat = path == VKPT_MM_MATMUL_COOPMAT;
-    const uint32_t bm = coopmat ? 64 : tn->mm_bm, bn = coopmat ? 64 : tn->mm_bn;
+    const bool nv2 = path == VKPT_MM_MATMUL_NV2;
+    nv2_tile t2 = {0, 0, 0, 0};
+    if (nv2) nv2_tile_for(dev, a->n_tok, &t2); /* choose() checked it succeeds */
+    const uint32_t bm = nv2 ? t2.bm : coopmat ? 64 : tn->mm_bm;
+    const uint32_t bn = nv2 ? t2.bn : coopmat ? 64 : tn->mm_bn;
     const uint32_t wg_rows = matvec ? mv_rows : bm;
 
     /* chunks: every binding within bind_max, every grid within max_wg_count */
@@ -322,7 +369,9 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
         /* matvec token slots rounded up to 1, 2, 4, 8: fewer pipelines */
         uint32_t slots = nt <= 2 ? nt : nt <= 4 ? 4 : 8;
         vkpt_spec spec = {.v = {mv_wg, mv_rows, slots, aligned}, .n = 4, .elems = {mv_rows, 1, 1}};
-        if (coopmat) /* subgroups of 32 (coopmat_ok checked they can be had) */
+        if (nv2)
+            spec = (vkpt_spec){.v = {t2.wg, t2.bm, t2.bn, t2.bk}, .n = 4, .elems = {bm, bn, 1}};
+        else if (coopmat) /* subgroups of 32 (coopmat_ok checked they can be had) */
             spec = (vkpt_spec){.v = {aligned},
                                .n = 1,
                                .subgroup_size = dev->caps.subgroup_size_control ? 32 : 0,

@@ -35,7 +35,9 @@ enum vkpt_mm_path {
     VKPT_MM_MATVEC_SUBGROUP = 2, /* matvec, subgroupAdd reduction */
     VKPT_MM_MATVEC_INTDOT = 3,   /* matvec, packed int8 dots against q8 activations (xq) */
     VKPT_MM_MATMUL = 4,          /* tiled matmul, f32 shared-memory tiles: runs everywhere */
-    VKPT_MM_MATMUL_COOPMAT = 5,  /* tiled matmul on cooperative matrices */
+    VKPT_MM_MATMUL_COOPMAT = 5,  /* tiled matmul on KHR cooperative matrices (subgroup scope) */
+    VKPT_MM_MATMUL_NV2 = 6,      /* tiled matmul on NV2 workgroup-scope matrices, tensor
+                                  * layouts and decode functions */
     VKPT_MM_PATH_COUNT
 };
 /* "auto", "matvec", "matvec_subgroup", ...; "?" for others. */
@@ -66,7 +68,10 @@ typedef struct vkpt_mm_args {
  * Under AUTO, n_tok <= VKPT_MATVEC_MAX_TOK runs a matvec kernel (INTDOT when
  * xq is given and the device accelerates int8 dots, else SUBGROUP where
  * available), larger n_tok the tiled matmul (except on devices where the
- * per-vendor table says matvec in 8-token steps is faster: lavapipe). Results are f32-accumulated:
+ * per-vendor table says matvec in 8-token steps is faster: lavapipe); with
+ * the device's coopmat opt-in (vkpt_device_opts.coopmat, VKPT_COOPMAT=1) the
+ * NV2 matmul where the device has it, else the KHR one (both round W and x
+ * to f16 and accumulate in f32; unverified on hardware). Results are f32-accumulated:
  * within a few K ulp of sum |w||x| of the exact value (INTDOT: of the exact
  * value with x replaced by its q8 rounding). Returns 0, VKPT_EINVAL (sizes,
  * alignment, a type vkpt does not run), VKPT_EUNSUPPORTED (a forced path

@@ -43,6 +43,37 @@ static void probe_coopmat_shapes(VkInstance inst, VkPhysicalDevice pd, vkpt_devi
     vkpt_free(p);
 }
 
+/* NV2's workgroup-scope configurations: granularities of M, N, K per
+ * component types and workgroup size. */
+static void probe_coopmat_flex(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
+{
+    PFN_vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV fn =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV)
+            vkGetInstanceProcAddr(
+                inst, "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+    if (!fn) return;
+    uint32_t n = 0;
+    if (fn(pd, &n, NULL) != VK_SUCCESS || n == 0) return;
+    VkCooperativeMatrixFlexibleDimensionsPropertiesNV *p = vkpt_calloc(n, sizeof *p);
+    if (!p) return;
+    for (uint32_t i = 0; i < n; i++) p[i].sType = VKPT_STYPE_COOPMAT_FLEX_PROPERTIES_NV;
+    if (fn(pd, &n, p) == VK_SUCCESS) {
+        for (uint32_t i = 0; i < n && c->n_coopmat_flex < VKPT_MAX_COOPMAT_FLEX; i++) {
+            vkpt_coopmat_flex *f = &c->coopmat_flex[c->n_coopmat_flex++];
+            f->m_gran = p[i].MGranularity;
+            f->n_gran = p[i].NGranularity;
+            f->k_gran = p[i].KGranularity;
+            f->a = (int32_t)p[i].AType;
+            f->b = (int32_t)p[i].BType;
+            f->c = (int32_t)p[i].CType;
+            f->result = (int32_t)p[i].ResultType;
+            f->scope = (uint32_t)p[i].scope;
+            f->wg_invocations = p[i].workgroupInvocations;
+        }
+    }
+    vkpt_free(p);
+}
+
 void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
 {
     memset(c, 0, sizeof *c);
@@ -180,11 +211,18 @@ void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
     c->int_dot = has_dot && dotf.shaderIntegerDotProduct;
     c->int_dot_accel = c->int_dot && dotp.integerDotProduct4x8BitPackedSignedAccelerated;
     c->coopmat_khr = has_cm && cmf.cooperativeMatrix;
-    c->coopmat_nv2 = has_cm2 && cm2f.cooperativeMatrixWorkgroupScope &&
+    /* NV2 only counts with everything its kernels' SPIR-V declares, so that
+     * vk_device.c enables all of it or none (a device without the extension
+     * never sees its feature struct) */
+    c->coopmat_nv2 = has_cm2 && c->coopmat_khr && cm2f.cooperativeMatrixWorkgroupScope &&
                      cm2f.cooperativeMatrixFlexibleDimensions &&
                      cm2f.cooperativeMatrixTensorAddressing && cm2f.cooperativeMatrixBlockLoads &&
-                     cm2f.cooperativeMatrixPerElementOperations;
-    c->coopmat2_max_wg_size = has_cm2 ? cm2p.cooperativeMatrixWorkgroupScopeMaxWorkgroupSize : 0;
+                     cm2f.cooperativeMatrixPerElementOperations && f12.bufferDeviceAddress &&
+                     f12.vulkanMemoryModel;
+    c->coopmat2_max_wg_size =
+        c->coopmat_nv2 ? cm2p.cooperativeMatrixWorkgroupScopeMaxWorkgroupSize : 0;
+    c->coopmat2_reserved_smem =
+        c->coopmat_nv2 ? cm2p.cooperativeMatrixWorkgroupScopeReservedSharedMemory : 0;
     c->bf16 = has_bf && bf.shaderBFloat16Type;
     c->push_descriptor = has_ext(ext, n_ext, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
     c->memory_budget = has_ext(ext, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
@@ -194,6 +232,7 @@ void vkpt__probe_caps(VkInstance inst, VkPhysicalDevice pd, vkpt_device_caps *c)
     c->vulkan_memory_model_device_scope = f12.vulkanMemoryModelDeviceScope;
     c->maintenance4 = has_m4 && m4f.maintenance4;
     if (c->coopmat_khr) probe_coopmat_shapes(inst, pd, c);
+    if (c->coopmat_nv2) probe_coopmat_flex(inst, pd, c);
 
     const VkPhysicalDeviceLimits *l = &base.limits;
     c->max_wg_invocations = l->maxComputeWorkGroupInvocations;

@@ -113,6 +113,8 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
     pthread_mutex_init(&d->prof_lock, NULL);
     const char *pe = getenv("VKPT_PROFILE");
     d->profile = (opts && opts->profile) || (pe && *pe && strcmp(pe, "0") != 0);
+    const char *ce = getenv("VKPT_COOPMAT");
+    d->coopmat_auto = (opts && opts->coopmat) || (ce && *ce && strcmp(ce, "0") != 0);
     int err = 0;
 
     /* the compute family with the most queues */
@@ -170,6 +172,10 @@ int vkpt_device_create(vkpt_instance *inst, int index, const vkpt_device_opts *o
         .vulkanMemoryModel = caps->vulkan_memory_model,
         /* once the model is on, shaders with device-scope barriers need this too */
         .vulkanMemoryModelDeviceScope = caps->vulkan_memory_model_device_scope,
+        /* NV2 decode functions take buffer_reference parameters
+         * (PhysicalStorageBufferAddresses); caps only has coopmat_nv2 where
+         * the device supports this */
+        .bufferDeviceAddress = caps->coopmat_nv2,
     };
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f12};

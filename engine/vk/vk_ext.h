@@ -57,6 +57,23 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
 #define VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME "VK_NV_cooperative_matrix2"
 #define VKPT_STYPE_COOPMAT2_FEATURES_NV           ((VkStructureType)1000593000)
 #define VKPT_STYPE_COOPMAT2_PROPERTIES_NV         ((VkStructureType)1000593002)
+#define VKPT_STYPE_COOPMAT_FLEX_PROPERTIES_NV     ((VkStructureType)1000593001)
+typedef struct VkCooperativeMatrixFlexibleDimensionsPropertiesNV {
+    VkStructureType sType;
+    void *pNext;
+    uint32_t MGranularity;
+    uint32_t NGranularity;
+    uint32_t KGranularity;
+    VkComponentTypeKHR AType;
+    VkComponentTypeKHR BType;
+    VkComponentTypeKHR CType;
+    VkComponentTypeKHR ResultType;
+    VkBool32 saturatingAccumulation;
+    VkScopeKHR scope;
+    uint32_t workgroupInvocations;
+} VkCooperativeMatrixFlexibleDimensionsPropertiesNV;
+typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV)(
+    VkPhysicalDevice, uint32_t *, VkCooperativeMatrixFlexibleDimensionsPropertiesNV *);
 typedef struct VkPhysicalDeviceCooperativeMatrix2FeaturesNV {
     VkStructureType sType;
     void *pNext;
@@ -80,6 +97,8 @@ typedef struct VkPhysicalDeviceCooperativeMatrix2PropertiesNV {
     VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_2_FEATURES_NV
 #define VKPT_STYPE_COOPMAT2_PROPERTIES_NV \
     VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_2_PROPERTIES_NV
+#define VKPT_STYPE_COOPMAT_FLEX_PROPERTIES_NV \
+    VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_FLEXIBLE_DIMENSIONS_PROPERTIES_NV
 #endif
 
 #ifndef VK_KHR_shader_bfloat16

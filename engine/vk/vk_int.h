@@ -265,6 +265,10 @@ struct vkpt_device {
     vkpt_spv_info refl[VKPT_V_COUNT];
     bool refl_done[VKPT_V_COUNT];
 
+    /* AUTO may choose the cooperative-matrix kernels (opts.coopmat or
+     * VKPT_COOPMAT=1): opt-in until they are verified on hardware */
+    bool coopmat_auto;
+
     /* profiling */
     bool profile;
     pthread_mutex_t prof_lock;

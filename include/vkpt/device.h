@@ -56,6 +56,16 @@ typedef struct vkpt_coopmat_shape {
     uint32_t scope;          /* VkScopeKHR: 3 = subgroup, 2 = workgroup */
 } vkpt_coopmat_shape;
 
+/* A workgroup-scope matrix configuration of VK_NV_cooperative_matrix2
+ * (VkCooperativeMatrixFlexibleDimensionsPropertiesNV): M, N, K may be any
+ * multiples of the granularities, in workgroups of `wg_invocations`. */
+typedef struct vkpt_coopmat_flex {
+    uint32_t m_gran, n_gran, k_gran;
+    int32_t a, b, c, result; /* enum vkpt_ctype */
+    uint32_t scope;          /* VkScopeKHR */
+    uint32_t wg_invocations;
+} vkpt_coopmat_flex;
+
 typedef struct vkpt_heap_info {
     uint64_t size;   /* bytes */
     uint64_t budget; /* bytes available to this process (VK_EXT_memory_budget), else size */
@@ -71,6 +81,7 @@ typedef struct vkpt_queue_family_info {
 } vkpt_queue_family_info;
 
 #define VKPT_MAX_COOPMAT_SHAPES 32
+#define VKPT_MAX_COOPMAT_FLEX   16
 #define VKPT_MAX_HEAPS          16
 #define VKPT_MAX_QUEUE_FAMILIES 16
 
@@ -97,7 +108,12 @@ typedef struct vkpt_device_caps {
     bool int_dot;       /* VK_KHR_shader_integer_dot_product feature */
     bool int_dot_accel; /* 4x8-bit packed signed dot is hardware accelerated */
     bool coopmat_khr;   /* VK_KHR_cooperative_matrix */
-    bool coopmat_nv2;   /* VK_NV_cooperative_matrix2 */
+    bool coopmat_nv2;   /* VK_NV_cooperative_matrix2 with what vkpt's NV2 kernels use:
+                         * workgroup scope, flexible dimensions, tensor addressing,
+                         * block loads (decode functions), per-element operations,
+                         * plus KHR matrices, bufferDeviceAddress (decode functions
+                         * take buffer_reference parameters) and the Vulkan memory
+                         * model, all enabled at device creation */
     bool bf16;          /* VK_KHR_shader_bfloat16 */
     bool push_descriptor;
     bool memory_budget;
@@ -108,7 +124,10 @@ typedef struct vkpt_device_caps {
     bool maintenance4; /* LocalSizeId (spec-constant workgroup size in SPIR-V 1.6) */
     uint32_t n_coopmat_shapes;
     vkpt_coopmat_shape coopmat_shapes[VKPT_MAX_COOPMAT_SHAPES];
-    uint32_t coopmat2_max_wg_size; /* workgroup-scope limit (NV2), 0 if none */
+    uint32_t coopmat2_max_wg_size;   /* workgroup-scope limit (NV2), 0 if none */
+    uint32_t coopmat2_reserved_smem; /* shared memory NV2 keeps for workgroup-scope staging */
+    uint32_t n_coopmat_flex;
+    vkpt_coopmat_flex coopmat_flex[VKPT_MAX_COOPMAT_FLEX]; /* NV2 flexible dimensions */
 
     /* limits */
     uint32_t max_wg_invocations;
@@ -166,6 +185,12 @@ typedef struct vkpt_device_opts {
     bool no_pipeline_cache;
     /* Per-dispatch GPU timestamps (also VKPT_PROFILE=1). */
     bool profile;
+    /* Let automatic kernel choice use the cooperative-matrix kernels
+     * (VK_NV_cooperative_matrix2 first, then VK_KHR_cooperative_matrix)
+     * where the device has them; also VKPT_COOPMAT=1. Off by default: they
+     * have not yet been verified on hardware. Forcing a path in a kernel's
+     * arguments works without it. */
+    bool coopmat;
 } vkpt_device_opts;
 
 /* Open device `index` of `inst` (which must outlive it). */

@@ -258,6 +258,71 @@ void dq8(uint bb, uint g, out vec4 v0, out vec4 v1)
 }
 #endif
 
+/* ---- exact dequantization: one element ----------------------------------------- */
+
+#ifndef WT_FLOAT
+/* Element i (0..QK-1) of the block at byte bb: the value dq8 gives for it,
+ * from the same f32 expressions (bit-identical to the C reference). For
+ * kernels that decode element by element (matmul_nv2.comp's decode
+ * functions). */
+float dq1(uint bb, uint i)
+{
+#if defined(WT_Q4_0) || defined(WT_Q4_1) || defined(WT_Q5_0) || defined(WT_Q5_1)
+#if defined(WT_Q4_0)
+    const uint qs = 2u;
+#elif defined(WT_Q4_1)
+    const uint qs = 4u;
+#elif defined(WT_Q5_0)
+    const uint qs = 6u;
+#else
+    const uint qs = 8u;
+#endif
+    /* elements 0..15: low nibbles of qs[0..15]; 16..31: the high ones */
+    uint q = (w_u8(bb + qs + (i & 15u)) >> ((i >> 4) * 4u)) & 0xFu;
+#if defined(WT_Q5_0) || defined(WT_Q5_1)
+    q |= ((w_u32a2(bb + qs - 4u) >> i) & 1u) << 4;
+#endif
+    float d = w_f16(bb);
+#if defined(WT_Q4_0)
+    precise float r = (float(q) - 8.0) * d;
+#elif defined(WT_Q5_0)
+    precise float r = (float(q) - 16.0) * d;
+#else
+    precise float r = float(q) * d + w_f16(bb + 2u);
+#endif
+    return r;
+#elif defined(WT_Q8_0)
+    precise float r = float(int(w_u8(bb + 2u + i) << 24) >> 24) * w_f16(bb);
+    return r;
+#elif defined(WT_Q4_K) || defined(WT_Q5_K)
+    uint j = i >> 5, l = i & 31u; /* sub-block, element in it */
+    uvec2 scm = k4_scale_min(w_u32(bb + 4u), w_u32(bb + 8u), w_u32(bb + 12u), j);
+#if defined(WT_Q4_K)
+    const uint qs = 16u;
+#else
+    const uint qs = 48u;
+#endif
+    uint q = (w_u8(bb + qs + 32u * (j >> 1) + l) >> ((j & 1u) * 4u)) & 0xFu;
+#if defined(WT_Q5_K)
+    q |= ((w_u8(bb + 16u + l) >> j) & 1u) << 4;
+#endif
+    vec2 dd = unpackHalf2x16(w_u32(bb));
+    precise float ds = dd.x * float(scm.x);
+    precise float dn = dd.y * float(scm.y);
+    precise float r = ds * float(q) - dn;
+    return r;
+#elif defined(WT_Q6_K)
+    /* half h = i / 128; e = i % 128: group s = e / 32, l = e % 32 */
+    uint h = i >> 7, e = i & 127u, s = e >> 5, l = e & 31u;
+    uint q = (w_u8(bb + 64u * h + l + 32u * (s & 1u)) >> ((s >> 1) * 4u)) & 0xFu;
+    q |= ((w_u8(bb + 128u + 32u * h + l) >> (2u * s)) & 3u) << 4;
+    precise float ds = w_f16(bb + 208u) * q6k_scale(bb, 8u * h + l / 16u + 2u * s);
+    precise float r = ds * (float(q) - 32.0);
+    return r;
+#endif
+}
+#endif
+
 /* ---- matvec units: two segments of 16 bytes + (scale, offset) each ---------------- */
 
 #ifndef WT_FLOAT
