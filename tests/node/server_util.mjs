@@ -44,9 +44,19 @@ export function startServer(args = [], { timeoutMs = 60000, env = {} } = {}) {
           log: () => log,
           exited,
           // SIGTERM (or another signal) and wait for the exit; returns the code.
-          async stop(signal = 'SIGTERM') {
+          // A server that has not exited 90 s later (past any drain deadline
+          // a test sets) is a hang: it is killed and the error has its log.
+          async stop(signal = 'SIGTERM', { deadlineMs = 90000 } = {}) {
             if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-            const r = await exited;
+            let timer;
+            const hung = new Promise((res) => { timer = setTimeout(() => res(null), deadlineMs); });
+            const r = await Promise.race([exited, hung]);
+            clearTimeout(timer);
+            if (r === null) {
+              child.kill('SIGKILL');
+              throw new Error(`vkpt serve did not exit ${deadlineMs} ms after ${signal}; its log ends:\n`
+                + log.slice(-4000));
+            }
             return r.code;
           },
         });
