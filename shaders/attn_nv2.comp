@@ -134,9 +134,15 @@ void main()
     uint lid = gl_LocalInvocationID.x;
     uint hkv = gl_WorkGroupID.y / pc.n_hsplit;
     uint g0 = (gl_WorkGroupID.y - hkv * pc.n_hsplit) * GH;
-    for (uint it = gl_WorkGroupID.x; it < pc.n_items; it += gl_NumWorkGroups.x) {
-        uint s = meta[pc.items_off + 2u * it];
-        uint t0 = meta[pc.items_off + 2u * it + 1u];
+    /* n_items == ~0: {n_items, items_off} at meta[items_off] (attn.comp) */
+    uint n_items = pc.n_items, items_off = pc.items_off;
+    if (n_items == 0xffffffffu) {
+        n_items = meta[pc.items_off];
+        items_off = meta[pc.items_off + 1u];
+    }
+    for (uint it = gl_WorkGroupID.x; it < n_items; it += gl_NumWorkGroups.x) {
+        uint s = meta[items_off + 2u * it];
+        uint t0 = meta[items_off + 2u * it + 1u];
         uint q_start = meta[4u * s], q_len = meta[4u * s + 1u];
         uint kv_len = meta[4u * s + 2u], bt0 = meta[4u * s + 3u];
         uint base_pos = kv_len - q_len;
