@@ -2,8 +2,8 @@
 // bert fixture (tests/fixtures/hf/bert: 2 layers, 64 dims, 128 positions,
 // 512 ids; transformers' golden CLS/mean vectors) in a temporary folder with
 // a WordPiece tokenizer.json and sentence-transformers files asking for CLS
-// pooling and normalisation, as BGE's do. The same construction as
-// server_embed.mjs. makeEmbedModel() returns the folder; the caller removes it.
+// pooling and normalisation, as BGE's do. makeEmbedModel() returns the
+// folder; the caller removes it.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

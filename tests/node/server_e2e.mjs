@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, repoRoot } from './server_util.mjs';
+import { startServer, repoRoot, postJson } from './server_util.mjs';
 
 const MODEL = 'stories260K';
 let srv;
@@ -23,14 +23,7 @@ after(async () => {
 
 const story = [{ role: 'user', content: 'Once upon a time' }];
 
-async function post(route, body) {
-  const r = await fetch(`${srv.url}${route}`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: r.status, body: await r.json() };
-}
+const post = (route, body) => postJson(srv.url, route, body);
 
 // Every chunk of a stream, in order.
 async function collect(stream) {

@@ -11,10 +11,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, repoRoot, vkptBin, metrics } from './server_util.mjs';
+import { startServer, repoRoot, vkptBin, metrics, postJson } from './server_util.mjs';
+import { makeEmbedModel } from './embed_model.mjs';
 
 const fixture = path.join(repoRoot, 'tests', 'fixtures', 'hf', 'bert');
 const golden = JSON.parse(fs.readFileSync(path.join(fixture, 'golden.json'), 'utf8')).cases;
@@ -23,53 +23,8 @@ let MODEL;
 let srv;
 let client;
 
-// A WordPiece tokenizer.json over the fixture's 512 ids: [PAD] 0, [CLS] 1,
-// [SEP] 2 (as in golden.json), [UNK] 3, [MASK] 4, then letters, pieces,
-// digits, a few words, fillers.
-function writeTokenizer(d) {
-  const vocab = {};
-  let id = 0;
-  const add = (t) => { if (!(t in vocab)) vocab[t] = id++; };
-  ['[PAD]', '[CLS]', '[SEP]', '[UNK]', '[MASK]'].forEach(add);
-  for (const c of 'abcdefghijklmnopqrstuvwxyz') { add(c); add('##' + c); }
-  for (const c of '0123456789.,!?') add(c);
-  ['the', 'quick', 'brown', 'fox', 'jumps', 'over', 'lazy', 'dog', 'hello', 'world', '##s'].forEach(add);
-  for (let k = 0; id < 512; k++) add(`[unused${k}]`);
-  const special = (i, t) => ({ id: i, content: t, single_word: false, lstrip: false, rstrip: false,
-    normalized: false, special: true });
-  const tok = {
-    version: '1.0',
-    added_tokens: ['[PAD]', '[CLS]', '[SEP]', '[UNK]', '[MASK]'].map((t, i) => special(i, t)),
-    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true,
-      strip_accents: null, lowercase: true },
-    pre_tokenizer: { type: 'BertPreTokenizer' },
-    post_processor: { type: 'BertProcessing', sep: ['[SEP]', 2], cls: ['[CLS]', 1] },
-    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##',
-      max_input_chars_per_word: 100, vocab },
-  };
-  fs.writeFileSync(path.join(d, 'tokenizer.json'), JSON.stringify(tok));
-}
-
-function makeModel() {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'vkpt-bge-'));
-  for (const f of ['config.json', 'model.safetensors']) fs.symlinkSync(path.join(fixture, f), path.join(d, f));
-  writeTokenizer(d);
-  fs.writeFileSync(path.join(d, 'modules.json'), JSON.stringify([
-    { idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
-    { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' },
-    { idx: 2, name: '2', path: '2_Normalize', type: 'sentence_transformers.models.Normalize' },
-  ]));
-  fs.mkdirSync(path.join(d, '1_Pooling'));
-  fs.writeFileSync(path.join(d, '1_Pooling', 'config.json'), JSON.stringify({
-    word_embedding_dimension: 64, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false,
-    pooling_mode_max_tokens: false, pooling_mode_mean_sqrt_len_tokens: false,
-  }));
-  return d;
-}
-
 before(async () => {
-  dir = makeModel();
+  dir = makeEmbedModel();
   MODEL = path.basename(dir);
   srv = await startServer(['-m', dir, '--parallel', '8']);
   client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'not-needed', maxRetries: 0 });
@@ -93,14 +48,7 @@ function relErr(a, b) {
 
 const norm = (v) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
 
-async function post(route, body) {
-  const r = await fetch(`${srv.url}${route}`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: r.status, body: await r.json() };
-}
+const post = (route, body) => postJson(srv.url, route, body);
 
 test('models.list names the embedding model', async () => {
   const list = await client.models.list();

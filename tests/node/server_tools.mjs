@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { Template } from '@huggingface/jinja';
-import { startServer, repoRoot } from './server_util.mjs';
+import { startServer, repoRoot, postJson } from './server_util.mjs';
 
 const MODEL = 'qwen3';
 const qwenConfig = JSON.parse(fs.readFileSync(
@@ -60,14 +60,7 @@ const history = [
   { role: 'tool', tool_call_id: 'call_1', content: '{"temp": 21, "sky": "clear"}' },
 ];
 
-async function post(route, body) {
-  const r = await fetch(`${srv.url}${route}`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: r.status, body: await r.json() };
-}
+const post = (route, body) => postJson(srv.url, route, body);
 
 // What Hugging Face renders for the same chat: tool-call arguments as the
 // object they spell (as vkpt gives them to the template).

@@ -72,6 +72,16 @@ export function startServer(args = [], { timeoutMs = 60000, env = {} } = {}) {
   });
 }
 
+// POST a JSON body; the status and the parsed JSON answer.
+export async function postJson(url, route, body) {
+  const r = await fetch(`${url}${route}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
 // GET /metrics parsed into { 'name{labels}': value }.
 export async function metrics(url, headers = {}) {
   const r = await fetch(`${url}/metrics`, { headers });
