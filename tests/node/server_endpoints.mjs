@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, vkptBin, repoRoot, sleep, metrics } from './server_util.mjs';
+import { startServer, vkptBin, repoRoot, sleep, metrics, apiCall } from './server_util.mjs';
 
 const STORIES = path.join(repoRoot, 'models', 'stories260K', 'stories260K.gguf');
 const STORIES_SHA256 = 'sha256:270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d';
@@ -28,21 +28,7 @@ let srv;
 let chunk; // the measured throughput_chunk_size
 let calibratedAt;
 
-async function api(method, route, body) {
-  const r = await fetch(`${srv.url}${route}`, {
-    method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-  });
-  const text = await r.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
-  return { status: r.status, headers: r.headers, json, text };
-}
+const api = (method, route, body) => apiCall(srv.url, method, route, body);
 
 const endpoint = (name) => api('GET', `/api/2.0/serving-endpoints/${name}`);
 

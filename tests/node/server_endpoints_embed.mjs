@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, vkptBin, sleep, metrics } from './server_util.mjs';
+import { startServer, vkptBin, sleep, metrics, apiCall } from './server_util.mjs';
 import { makeEmbedModel } from './embed_model.mjs';
 
 const NAME = 'main.default.bge';
@@ -24,21 +24,7 @@ let modelDir;
 let dataDir;
 let srv;
 
-async function api(method, route, body) {
-  const r = await fetch(`${srv.url}${route}`, {
-    method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
-  return { status: r.status, headers: r.headers, json, text };
-}
+const api = (method, route, body) => apiCall(srv.url, method, route, body);
 
 async function waitReady(name, ms = 60000) {
   const t0 = Date.now();

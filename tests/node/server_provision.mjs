@@ -16,7 +16,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, vkptBin, repoRoot, sleep, metrics } from './server_util.mjs';
+import { startServer, vkptBin, repoRoot, sleep, metrics, apiCall } from './server_util.mjs';
 
 const STORIES = path.join(repoRoot, 'models', 'stories260K', 'stories260K.gguf');
 const dirs = [];
@@ -35,21 +35,7 @@ async function serve(args) {
   return startServer(['--data-dir', dataDir, ...args]);
 }
 
-async function api(method, route, body) {
-  const r = await fetch(`${srv.url}${route}`, {
-    method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
-  return { status: r.status, headers: r.headers, json, text };
-}
+const api = (method, route, body) => apiCall(srv.url, method, route, body);
 
 async function create(name, min, max, more = {}) {
   const r = await api('POST', '/api/2.0/serving-endpoints', {

@@ -82,6 +82,24 @@ export async function postJson(url, route, body) {
   return { status: r.status, body: await r.json() };
 }
 
+// Any method, a JSON body (an object, or a string sent as it is); the
+// status, headers, text, and the JSON answer (null when it is not JSON).
+export async function apiCall(url, method, route, body) {
+  const r = await fetch(`${url}${route}`, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  return { status: r.status, headers: r.headers, json, text };
+}
+
 // GET /metrics parsed into { 'name{labels}': value }.
 export async function metrics(url, headers = {}) {
   const r = await fetch(`${url}/metrics`, { headers });
