@@ -25,6 +25,7 @@ typedef struct emb_slot {
 } emb_slot;
 
 struct srv_embed {
+    srv_list link; /* srv->embeds */
     vkpt_server *srv;
     srv_model *model;
     srv_conn *conn; /* NULL once the client is gone */
@@ -369,6 +370,7 @@ static void on_closed(uv_handle_t *h)
     vkpt_free(e->vecs);
     vkpt_free(e->rq);
     vkpt_free(e->slots);
+    srv_list_remove(&e->link);
     vkpt_free(e);
     s->n_gens--;
     srv_maybe_finish_drain(s);
@@ -722,6 +724,7 @@ void srv_embed_start(srv_ctx *ctx, srv_model *m, srv_embed_spec *spec_in, bool d
     e->adm.req = e;
     e->adm.model = m;
     srv_list_init(&e->adm.link);
+    srv_list_push(&s->embeds, &e->link);
     s->n_gens++;
     uv_async_init(&s->loop, &e->async, on_async);
     e->async.data = e;
@@ -748,6 +751,18 @@ void srv_embed_start(srv_ctx *ctx, srv_model *m, srv_embed_spec *spec_in, bool d
         tokenize_all(e);
     }
     emb_submit(e);
+}
+
+void srv_embed_cancel_all(vkpt_server *s)
+{
+    for (srv_list *n = s->embeds.next; n != &s->embeds; n = n->next) {
+        srv_embed *e = srv_container_of(n, srv_embed, link);
+        for (uint32_t i = 0; e->rq && i < e->submitted; i++) vkpt_embed_request_cancel(e->rq[i]);
+        /* closing keeps e in s->embeds until its handle is closed: safe here */
+        if (e->parked)
+            srv_embed_fail(e, 503, "server_shutting_down",
+                           "the request was canceled: the server is shutting down", NULL);
+    }
 }
 
 void srv_embed_detach(srv_embed *e)

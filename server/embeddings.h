@@ -92,5 +92,8 @@ void srv_embed_fail(srv_embed *e, int status, const char *code, const char *msg,
 /* The handler is srv_h_embeddings (router.h). The connection is closing:
  * write nothing more, cancel in the embedder. */
 void srv_embed_detach(srv_embed *e);
+/* The drain deadline: cancel every embedding request in an embedder; those
+ * parked for a replica are answered 503 and closed. */
+void srv_embed_cancel_all(vkpt_server *s);
 
 #endif

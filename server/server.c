@@ -8,6 +8,7 @@
  * so nothing it points at is freed earlier) and every handle is closed. */
 #include "server_int.h"
 
+#include "embeddings.h"
 #include "endpoints.h"
 #include "request.h"
 #include "router.h"
@@ -73,6 +74,7 @@ int vkpt_server_create(const vkpt_server_opts *opts, vkpt_server **out)
     s->o.api_keys = (const char *const *)s->keys;
     srv_list_init(&s->conns);
     srv_list_init(&s->gens);
+    srv_list_init(&s->embeds);
     atomic_init(&s->stop_requested, 0);
     s->start_ns = vkpt_now_ns();
     if (uv_loop_init(&s->loop)) goto oom;
@@ -262,6 +264,7 @@ static void on_drain_deadline(uv_timer_t *t)
         VKPT_LOGW("server: %zu requests still running at the shutdown deadline; canceling them",
                   s->n_gens);
     srv_gen_cancel_all(s);
+    srv_embed_cancel_all(s);
 }
 
 static void begin_drain(vkpt_server *s)
@@ -282,6 +285,7 @@ static void handle_stop(vkpt_server *s)
     if (n >= 2 && s->state == SRV_DRAINING) {
         VKPT_LOGW("server: second stop request: canceling %zu requests now", s->n_gens);
         srv_gen_cancel_all(s);
+        srv_embed_cancel_all(s);
     }
 }
 

@@ -62,8 +62,9 @@ struct vkpt_server {
 
     srv_list conns;
     size_t n_conns;
-    srv_list gens; /* generations not yet closed */
-    size_t n_gens;
+    srv_list gens;   /* generations not yet closed */
+    srv_list embeds; /* embedding requests not yet closed */
+    size_t n_gens;   /* both */
     uint64_t next_id;
     uint64_t start_ns;
 
