@@ -4,10 +4,12 @@
  * that exceed one binding or one dispatch into chunks.
  *
  * Invariants: every binding is a range starting at an offset aligned to
- * max(minStorageBufferOffsetAlignment, 16) and at most `bind_max` bytes; the
+ * max(minStorageBufferOffsetAlignment, 16) and at most `k_bind_max` bytes (k_bind.h); the
  * distance from that start to the data is passed in the push constants, so
  * callers' views need only 4-byte alignment. */
 #include "k_matmul.h"
+
+#include "k_bind.h"
 
 #include <string.h>
 
@@ -96,49 +98,6 @@ const char *vkpt_mm_path_name(int path)
     return path >= 0 && path < VKPT_MM_PATH_COUNT ? names[path] : "?";
 }
 
-/* ---- bindings ------------------------------------------------------------------ */
-
-static uint64_t bind_align(const vkpt_device *dev)
-{
-    uint64_t a = dev->caps.min_storage_offset_align;
-    return a < 16 ? 16 : a;
-}
-
-/* Largest range the launcher binds: the device's limit less the slack of
- * aligning the start down, kept below 4 GiB so byte offsets fit a u32. */
-static uint64_t bind_max(const vkpt_device *dev)
-{
-    uint64_t r = dev->caps.max_storage_buffer_range;
-    if (r > 0xFFFFFFFFull) r = 0xFFFFFFFFull;
-    uint64_t slack = bind_align(dev) + 16;
-    return r > slack ? (r - slack) & ~15ull : 0;
-}
-
-/* A binding covering bytes [off, off + n) of b: starts at an aligned offset
- * at or before it (*delta bytes before) and is rounded up to whole words. */
-static vkpt_buf bind_range(const vkpt_device *dev, const vkpt_buf *b, uint64_t off, uint64_t n,
-                           uint32_t *delta)
-{
-    uint64_t a = bind_align(dev), abs = b->off + off, base = abs / a * a;
-    vkpt_buf v = *b;
-    v.off = base;
-    v.size = vkpt_align_up(abs - base + (n ? n : 4), 4);
-    v.map = NULL;
-    v.block = -1;
-    *delta = (uint32_t)(abs - base);
-    return v;
-}
-
-static int check_size(const char *what, const vkpt_buf *b, uint64_t need)
-{
-    if (!b->buf) return vkpt_fail(VKPT_EINVAL, "%s: no buffer", what);
-    if (b->size < need)
-        return vkpt_fail(VKPT_EINVAL, "%s: %llu bytes, needs %llu", what,
-                         (unsigned long long)b->size, (unsigned long long)need);
-    if (b->off % 4) return vkpt_fail(VKPT_EINVAL, "%s: offset not a multiple of 4", what);
-    return 0;
-}
-
 /* ---- argument checks and path choice --------------------------------------------- */
 
 static int check_weights(const char *op, uint32_t wtype, const vkpt_buf *w, uint32_t K, uint32_t M,
@@ -154,7 +113,7 @@ static int check_weights(const char *op, uint32_t wtype, const vkpt_buf *w, uint
         return vkpt_fail(VKPT_EINVAL, "%s: K = %u is not a multiple of %s's block of %u", op, K,
                          qi->name, qi->block_elems);
     *row_bytes = vkpt_qtype_row_bytes(wtype, K);
-    int err = check_size(op, w, *row_bytes * M);
+    int err = k_check_buf(op, w, *row_bytes * M);
     if (err) return err;
     if ((wtype == VKPT_Q_Q4_K || wtype == VKPT_Q_Q5_K) && w->off % 16)
         return vkpt_fail(VKPT_EINVAL, "%s: %s weights must start 16-byte aligned", op, qi->name);
@@ -290,14 +249,14 @@ static int check_mm(vkpt_device *dev, const vkpt_mm_args *a, const fmt_variants 
     if (*y_stride < a->M)
         return vkpt_fail(VKPT_EINVAL, "matmul: y_stride %u < M %u", *y_stride, a->M);
     uint64_t nt = a->n_tok;
-    if ((err = check_size("matmul x", &a->x, nt * a->K * 4))) return err;
-    if ((err = check_size("matmul y", &a->y, ((nt - 1) * *y_stride + a->M) * 4))) return err;
-    if (a->bias.buf && (err = check_size("matmul bias", &a->bias, (uint64_t)a->M * 4))) return err;
+    if ((err = k_check_buf("matmul x", &a->x, nt * a->K * 4))) return err;
+    if ((err = k_check_buf("matmul y", &a->y, ((nt - 1) * *y_stride + a->M) * 4))) return err;
+    if (a->bias.buf && (err = k_check_buf("matmul bias", &a->bias, (uint64_t)a->M * 4))) return err;
     if (!is_float_type(a->wtype) && a->x.off % 16)
         return vkpt_fail(VKPT_EINVAL, "matmul: x must start 16-byte aligned for quantized weights");
     if (a->xq.buf) {
         if (a->K % 32) return vkpt_fail(VKPT_EINVAL, "matmul: q8 activations need K %% 32 == 0");
-        if ((err = check_size("matmul xq", &a->xq, vkpt_k_quantize_act_bytes(a->n_tok, a->K))))
+        if ((err = k_check_buf("matmul xq", &a->xq, vkpt_k_quantize_act_bytes(a->n_tok, a->K))))
             return err;
         if (a->xq.off % 16) return vkpt_fail(VKPT_EINVAL, "matmul: xq must start 16-byte aligned");
     }
@@ -348,7 +307,7 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
     const uint32_t wg_rows = matvec ? mv_rows : bm;
 
     /* chunks: every binding within bind_max, every grid within max_wg_count */
-    const uint64_t bmax = bind_max(dev);
+    const uint64_t bmax = k_bind_max(dev);
     const uint64_t xrow = intdot ? K : (uint64_t)K * 4;
     uint64_t rows_c = bmax / rb;
     if ((uint64_t)dev->caps.max_wg_count[0] * wg_rows < rows_c)
@@ -384,29 +343,29 @@ int vkpt_k_matmul(vkpt_cmd *c, const vkpt_mm_args *a)
         vkpt_buf bufs[5];
         if (intdot) { /* q8 values [n_tok][K] bytes, then scales [n_tok][K/32] f32 */
             uint64_t nq = (uint64_t)a->n_tok * K;
-            bufs[1] = bind_range(dev, &a->xq, t0 * K, (uint64_t)nt * K, &d);
+            bufs[1] = k_bind_range(dev, &a->xq, t0 * K, (uint64_t)nt * K, &d);
             pc.x_off = d / 4;
             bufs[4] =
-                bind_range(dev, &a->xq, nq + t0 * (K / 32) * 4, (uint64_t)nt * (K / 32) * 4, &d);
+                k_bind_range(dev, &a->xq, nq + t0 * (K / 32) * 4, (uint64_t)nt * (K / 32) * 4, &d);
             pc.xd_off = d / 4;
         } else {
-            bufs[1] = bind_range(dev, &a->x, t0 * K * 4, (uint64_t)nt * K * 4, &d);
+            bufs[1] = k_bind_range(dev, &a->x, t0 * K * 4, (uint64_t)nt * K * 4, &d);
             pc.x_off = d / 4;
             bufs[4] = bufs[1]; /* unused binding slot */
         }
         for (uint64_t r0 = 0; r0 < M; r0 += rows_c) {
             uint32_t nr = (uint32_t)(M - r0 < rows_c ? M - r0 : rows_c);
-            bufs[0] = bind_range(dev, &a->w, r0 * rb, nr * rb, &d);
+            bufs[0] = k_bind_range(dev, &a->w, r0 * rb, nr * rb, &d);
             pc.w_off = d;
             pc.M = nr;
-            bufs[2] =
-                bind_range(dev, &a->y, (t0 * ys + r0) * 4, ((nt - 1) * (uint64_t)ys + nr) * 4, &d);
+            bufs[2] = k_bind_range(dev, &a->y, (t0 * ys + r0) * 4,
+                                   ((nt - 1) * (uint64_t)ys + nr) * 4, &d);
             pc.y_off = d / 4;
             pc.flags = a->bias.buf ? 1u : 0u;
             pc.b_off = 0;
             bufs[3] = bufs[2]; /* bound but unread without a bias */
             if (a->bias.buf) {
-                bufs[3] = bind_range(dev, &a->bias, r0 * 4, nr * 4ull, &d);
+                bufs[3] = k_bind_range(dev, &a->bias, r0 * 4, nr * 4ull, &d);
                 pc.b_off = d / 4;
             }
             vkpt_cmd_dispatch(c, p, bufs, 5, &pc, sizeof pc, nr, matvec ? 1 : nt, 1);
@@ -427,14 +386,14 @@ int vkpt_k_get_rows(vkpt_cmd *c, uint32_t wtype, const vkpt_buf *w, uint32_t K, 
     int err = check_weights("get_rows", wtype, w, K, M, &fv, &rb);
     if (err) return err;
     if (!n) return 0;
-    if ((err = check_size("get_rows ids", ids, (uint64_t)n * 4))) return err;
-    if ((err = check_size("get_rows out", out, (uint64_t)n * K * 4))) return err;
+    if ((err = k_check_buf("get_rows ids", ids, (uint64_t)n * 4))) return err;
+    if ((err = k_check_buf("get_rows out", out, (uint64_t)n * K * 4))) return err;
     const uint32_t wg = 64;
     vkpt_spec spec = {.v = {wg}, .n = 1, .elems = {wg, 1, 1}};
     const vkpt_pipeline *p;
     if ((err = vkpt_pipeline_get(dev, fv->get_rows, &spec, &p))) return err;
 
-    const uint64_t bmax = bind_max(dev);
+    const uint64_t bmax = k_bind_max(dev);
     const uint32_t groups = (K + 7) / 8;
     if ((uint64_t)vkpt_ceil_div(groups, wg) > dev->caps.max_wg_count[0] || rb > bmax ||
         (uint64_t)K * 4 > bmax)
@@ -448,11 +407,11 @@ int vkpt_k_get_rows(vkpt_cmd *c, uint32_t wtype, const vkpt_buf *w, uint32_t K, 
         uint32_t ni = (uint32_t)(n - i0 < ids_c ? n - i0 : ids_c);
         uint32_t d_ids, d_out;
         vkpt_buf bufs[3];
-        bufs[1] = bind_range(dev, ids, i0 * 4, ni * 4ull, &d_ids);
-        bufs[2] = bind_range(dev, out, i0 * K * 4, (uint64_t)ni * K * 4, &d_out);
+        bufs[1] = k_bind_range(dev, ids, i0 * 4, ni * 4ull, &d_ids);
+        bufs[2] = k_bind_range(dev, out, i0 * K * 4, (uint64_t)ni * K * 4, &d_out);
         for (uint64_t r0 = 0; r0 < M; r0 += rows_c) {
             uint32_t nr = (uint32_t)(M - r0 < rows_c ? M - r0 : rows_c), d_w;
-            bufs[0] = bind_range(dev, w, r0 * rb, nr * rb, &d_w);
+            bufs[0] = k_bind_range(dev, w, r0 * rb, nr * rb, &d_w);
             vkpt_pc_get_rows pc = {.K = K,
                                    .n = ni,
                                    .row0 = (uint32_t)r0,
@@ -483,8 +442,8 @@ int vkpt_k_quantize_act(vkpt_cmd *c, const vkpt_buf *x, uint32_t n_tok, uint32_t
     if (!n_tok || !K || K % 32)
         return vkpt_fail(VKPT_EINVAL, "quantize_act: K = %u must be a positive multiple of 32", K);
     uint64_t n = (uint64_t)n_tok * K;
-    int err = check_size("quantize_act x", x, n * 4);
-    if (!err) err = check_size("quantize_act xq", xq, vkpt_k_quantize_act_bytes(n_tok, K));
+    int err = k_check_buf("quantize_act x", x, n * 4);
+    if (!err) err = k_check_buf("quantize_act xq", xq, vkpt_k_quantize_act_bytes(n_tok, K));
     if (err) return err;
     if (x->off % 16 || xq->off % 16)
         return vkpt_fail(VKPT_EINVAL, "quantize_act: x and xq must start 16-byte aligned");
@@ -493,16 +452,16 @@ int vkpt_k_quantize_act(vkpt_cmd *c, const vkpt_buf *x, uint32_t n_tok, uint32_t
     const vkpt_pipeline *p;
     if ((err = vkpt_pipeline_get(dev, VKPT_V_quantize_q8_f32, &spec, &p))) return err;
     /* chunks of blocks: x (128 B per block) is the largest binding */
-    const uint64_t bmax = bind_max(dev);
+    const uint64_t bmax = k_bind_max(dev);
     uint64_t blocks = n / 32, chunk = bmax / 128;
     if ((uint64_t)dev->caps.max_wg_count[0] * wg < chunk)
         chunk = (uint64_t)dev->caps.max_wg_count[0] * wg;
     for (uint64_t b0 = 0; b0 < blocks; b0 += chunk) {
         uint32_t nb = (uint32_t)(blocks - b0 < chunk ? blocks - b0 : chunk), dx, dq, dd;
         vkpt_buf bufs[3];
-        bufs[0] = bind_range(dev, x, b0 * 128, nb * 128ull, &dx);
-        bufs[1] = bind_range(dev, xq, b0 * 32, nb * 32ull, &dq);
-        bufs[2] = bind_range(dev, xq, n + b0 * 4, nb * 4ull, &dd);
+        bufs[0] = k_bind_range(dev, x, b0 * 128, nb * 128ull, &dx);
+        bufs[1] = k_bind_range(dev, xq, b0 * 32, nb * 32ull, &dq);
+        bufs[2] = k_bind_range(dev, xq, n + b0 * 4, nb * 4ull, &dd);
         vkpt_pc_quant_act pc = {.n_blocks = nb, .x_off = dx / 4, .q_off = dq / 4, .d_off = dd / 4};
         vkpt_cmd_dispatch(c, p, bufs, 3, &pc, sizeof pc, nb, 1, 1);
     }

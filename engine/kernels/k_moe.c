@@ -4,11 +4,12 @@
  *
  * Invariants: weight bindings start at an offset aligned to
  * max(minStorageBufferOffsetAlignment, 16) at or before the data (the
- * distance goes in the push constants) and stay within bind_max bytes; the
+ * distance goes in the push constants) and stay within k_bind_max bytes (k_bind.h); the
  * expert matmul's grid covers vkpt_moe_max_tiles tiles, workgroups past the
  * sort's tile count return at once. */
 #include "k_moe.h"
 
+#include "k_bind.h"
 #include "k_matmul.h"
 
 #include <math.h>
@@ -80,45 +81,6 @@ const char *vkpt_moe_path_name(int path)
     return path >= 0 && path < VKPT_MOE_PATH_COUNT ? names[path] : "?";
 }
 
-/* ---- bindings (as k_matmul.c's: aligned starts, at most bind_max bytes) ------ */
-
-static uint64_t bind_align(const vkpt_device *dev)
-{
-    uint64_t a = dev->caps.min_storage_offset_align;
-    return a < 16 ? 16 : a;
-}
-
-static uint64_t bind_max(const vkpt_device *dev)
-{
-    uint64_t r = dev->caps.max_storage_buffer_range;
-    if (r > 0xFFFFFFFFull) r = 0xFFFFFFFFull;
-    uint64_t slack = bind_align(dev) + 16;
-    return r > slack ? (r - slack) & ~15ull : 0;
-}
-
-static vkpt_buf bind_range(const vkpt_device *dev, const vkpt_buf *b, uint64_t off, uint64_t n,
-                           uint32_t *delta)
-{
-    uint64_t a = bind_align(dev), abs = b->off + off, base = abs / a * a;
-    vkpt_buf v = *b;
-    v.off = base;
-    v.size = vkpt_align_up(abs - base + (n ? n : 4), 4);
-    v.map = NULL;
-    v.block = -1;
-    *delta = (uint32_t)(abs - base);
-    return v;
-}
-
-static int check_buf(const char *what, const vkpt_buf *b, uint64_t need)
-{
-    if (!b->buf) return vkpt_fail(VKPT_EINVAL, "%s: no buffer", what);
-    if (b->size < need)
-        return vkpt_fail(VKPT_EINVAL, "%s: %llu bytes, needs %llu", what,
-                         (unsigned long long)b->size, (unsigned long long)need);
-    if (b->off % 4) return vkpt_fail(VKPT_EINVAL, "%s: offset not a multiple of 4", what);
-    return 0;
-}
-
 /* ---- route ------------------------------------------------------------------------ */
 
 static int check_cfg(const vkpt_moe_route_cfg *cfg)
@@ -146,8 +108,8 @@ int vkpt_k_moe_route(vkpt_cmd *c, const vkpt_moe_route_cfg *cfg, const vkpt_rows
     if (!vkpt__rows_fit(logits, n_rows, cfg->n_expert))
         return vkpt_fail(VKPT_EINVAL, "moe_route: %u rows of %u logits do not fit the view", n_rows,
                          cfg->n_expert);
-    if ((err = check_buf("moe_route ids", ids, np * 4)) ||
-        (err = check_buf("moe_route wts", wts, np * 4)))
+    if ((err = k_check_buf("moe_route ids", ids, np * 4)) ||
+        (err = k_check_buf("moe_route wts", wts, np * 4)))
         return err;
     if (!n_rows) return 0;
     const uint32_t wg = 64;
@@ -155,8 +117,8 @@ int vkpt_k_moe_route(vkpt_cmd *c, const vkpt_moe_route_cfg *cfg, const vkpt_rows
     const vkpt_pipeline *p;
     if ((err = vkpt_pipeline_get(c->dev, VKPT_V_moe_route_f32, &spec, &p))) return err;
     uint32_t di, dw;
-    vkpt_buf bufs[3] = {logits->buf, bind_range(c->dev, ids, 0, np * 4, &di),
-                        bind_range(c->dev, wts, 0, np * 4, &dw)};
+    vkpt_buf bufs[3] = {logits->buf, k_bind_range(c->dev, ids, 0, np * 4, &di),
+                        k_bind_range(c->dev, wts, 0, np * 4, &dw)};
     vkpt_pc_moe_route pc = {.n_rows = n_rows,
                             .n_expert = cfg->n_expert,
                             .k = cfg->k,
@@ -202,10 +164,10 @@ static int check_lists(const char *op, const vkpt_moe_lists *l)
     if (!l->tile || l->tile > 64 || (l->tile & (l->tile - 1)))
         return vkpt_fail(VKPT_EINVAL, "%s: tile of %u slots (1, 2, 4, .. 64)", op, l->tile);
     int err;
-    if ((err = check_buf("moe slot_pair", &l->slot_pair, (uint64_t)l->n_pairs * 4)) ||
-        (err = check_buf("moe pair_slot", &l->pair_slot, (uint64_t)l->n_pairs * 4)) ||
-        (err = check_buf("moe tiles", &l->tiles,
-                         vkpt_moe_tiles_words(l->n_pairs, l->n_expert, l->tile) * 4)))
+    if ((err = k_check_buf("moe slot_pair", &l->slot_pair, (uint64_t)l->n_pairs * 4)) ||
+        (err = k_check_buf("moe pair_slot", &l->pair_slot, (uint64_t)l->n_pairs * 4)) ||
+        (err = k_check_buf("moe tiles", &l->tiles,
+                           vkpt_moe_tiles_words(l->n_pairs, l->n_expert, l->tile) * 4)))
         return err;
     return 0;
 }
@@ -214,10 +176,10 @@ int vkpt_k_moe_sort(vkpt_cmd *c, const vkpt_buf *ids, const vkpt_moe_lists *l)
 {
     if (!c || !ids) return vkpt_fail(VKPT_EINVAL, "moe_sort: NULL");
     int err = check_lists("moe_sort", l);
-    if (!err) err = check_buf("moe_sort ids", ids, (uint64_t)l->n_pairs * 4);
+    if (!err) err = k_check_buf("moe_sort ids", ids, (uint64_t)l->n_pairs * 4);
     if (err) return err;
     vkpt_device *dev = c->dev;
-    uint64_t bmax = bind_max(dev);
+    uint64_t bmax = k_bind_max(dev);
     if ((uint64_t)l->n_pairs * 4 > bmax ||
         vkpt_moe_tiles_words(l->n_pairs, l->n_expert, l->tile) * 4 > bmax)
         return vkpt_fail(VKPT_ETOOBIG, "moe_sort: %u pairs exceed one binding", l->n_pairs);
@@ -229,10 +191,10 @@ int vkpt_k_moe_sort(vkpt_cmd *c, const vkpt_buf *ids, const vkpt_moe_lists *l)
     uint32_t d0, d1, d2, d3;
     uint64_t pb = (uint64_t)l->n_pairs * 4;
     vkpt_buf bufs[4] = {
-        bind_range(dev, ids, 0, pb, &d0), bind_range(dev, &l->slot_pair, 0, pb, &d1),
-        bind_range(dev, &l->pair_slot, 0, pb, &d2),
-        bind_range(dev, &l->tiles, 0, vkpt_moe_tiles_words(l->n_pairs, l->n_expert, l->tile) * 4,
-                   &d3)};
+        k_bind_range(dev, ids, 0, pb, &d0), k_bind_range(dev, &l->slot_pair, 0, pb, &d1),
+        k_bind_range(dev, &l->pair_slot, 0, pb, &d2),
+        k_bind_range(dev, &l->tiles, 0, vkpt_moe_tiles_words(l->n_pairs, l->n_expert, l->tile) * 4,
+                     &d3)};
     vkpt_pc_moe_sort pc = {.n_pairs = l->n_pairs,
                            .n_expert = l->n_expert,
                            .tile = l->tile,
@@ -312,10 +274,10 @@ int vkpt_k_moe_matmul(vkpt_cmd *c, const vkpt_moe_mm_args *a)
     const uint32_t ys = a->y_stride ? a->y_stride : M;
     const uint64_t x_rows = a->x_k ? l->n_pairs / a->x_k : l->n_pairs;
     if (ys < M) return vkpt_fail(VKPT_EINVAL, "moe_matmul: y_stride %u < M %u", ys, M);
-    if ((err = check_buf("moe_matmul w", &a->w, eb * E)) ||
-        (err = check_buf("moe_matmul x", &a->x, x_rows * K * 4)) ||
-        (err = check_buf("moe_matmul y", &a->y,
-                         l->n_pairs ? ((uint64_t)(l->n_pairs - 1) * ys + M) * 4 : 0)))
+    if ((err = k_check_buf("moe_matmul w", &a->w, eb * E)) ||
+        (err = k_check_buf("moe_matmul x", &a->x, x_rows * K * 4)) ||
+        (err = k_check_buf("moe_matmul y", &a->y,
+                           l->n_pairs ? ((uint64_t)(l->n_pairs - 1) * ys + M) * 4 : 0)))
         return err;
     if ((a->wtype == VKPT_Q_Q4_K || a->wtype == VKPT_Q_Q5_K) && a->w.off % 16)
         return vkpt_fail(VKPT_EINVAL, "moe_matmul: %s weights must start 16-byte aligned",
@@ -363,7 +325,7 @@ int vkpt_k_moe_matmul(vkpt_cmd *c, const vkpt_moe_mm_args *a)
 
     /* chunks: rows of one expert within the grid and a binding, then as
      * many experts as fit beside them, then tiles within the grid */
-    const uint64_t bmax = bind_max(dev);
+    const uint64_t bmax = k_bind_max(dev);
     uint64_t rows_c = (uint64_t)dev->caps.max_wg_count[0] * wg_rows;
     if (bmax / rb < rows_c) rows_c = bmax / rb;
     if (rows_c > M) rows_c = M;
@@ -380,10 +342,10 @@ int vkpt_k_moe_matmul(vkpt_cmd *c, const vkpt_moe_mm_args *a)
     const uint64_t tw = vkpt_moe_tiles_words(l->n_pairs, E, l->tile) * 4;
     uint32_t dx, dy, dsp, dtl;
     vkpt_buf bufs[5];
-    bufs[1] = bind_range(dev, &a->x, 0, xb, &dx);
-    bufs[2] = bind_range(dev, &a->y, 0, yb, &dy);
-    bufs[3] = bind_range(dev, &l->slot_pair, 0, (uint64_t)l->n_pairs * 4, &dsp);
-    bufs[4] = bind_range(dev, &l->tiles, 0, tw, &dtl);
+    bufs[1] = k_bind_range(dev, &a->x, 0, xb, &dx);
+    bufs[2] = k_bind_range(dev, &a->y, 0, yb, &dy);
+    bufs[3] = k_bind_range(dev, &l->slot_pair, 0, (uint64_t)l->n_pairs * 4, &dsp);
+    bufs[4] = k_bind_range(dev, &l->tiles, 0, tw, &dtl);
     for (uint64_t r0 = 0; r0 < M; r0 += rows_c) {
         uint32_t nr = (uint32_t)(M - r0 < rows_c ? M - r0 : rows_c);
         /* experts whose rows [r0, r0 + nr) one binding covers */
@@ -391,7 +353,7 @@ int vkpt_k_moe_matmul(vkpt_cmd *c, const vkpt_moe_mm_args *a)
         if (ec > E) ec = E;
         for (uint64_t e0 = 0; e0 < E; e0 += ec) {
             uint32_t ne = (uint32_t)(E - e0 < ec ? E - e0 : ec), dw;
-            bufs[0] = bind_range(dev, &a->w, e0 * eb + r0 * rb, (ne - 1) * eb + nr * rb, &dw);
+            bufs[0] = k_bind_range(dev, &a->w, e0 * eb + r0 * rb, (ne - 1) * eb + nr * rb, &dw);
             for (uint32_t t0 = 0; t0 < n_tiles; t0 += tiles_c) {
                 uint32_t nt = n_tiles - t0 < tiles_c ? n_tiles - t0 : tiles_c;
                 vkpt_pc_moe_mm pc = {.K = K,
@@ -431,8 +393,8 @@ int vkpt_k_moe_combine(vkpt_cmd *c, const vkpt_moe_combine_args *a)
     if (shared && gated && !vkpt__rows_fit(&a->gate, a->n_rows, 1))
         return vkpt_fail(VKPT_EINVAL, "moe_combine: the shared gate view is too small");
     int err;
-    if ((err = check_buf("moe_combine wts", &a->wts, np * 4)) ||
-        (err = check_buf("moe_combine pair_slot", &a->pair_slot, np * 4)))
+    if ((err = k_check_buf("moe_combine wts", &a->wts, np * 4)) ||
+        (err = k_check_buf("moe_combine pair_slot", &a->pair_slot, np * 4)))
         return err;
     uint64_t total = (uint64_t)a->n_rows * a->n;
     if (total > UINT32_MAX)
@@ -445,8 +407,8 @@ int vkpt_k_moe_combine(vkpt_cmd *c, const vkpt_moe_combine_args *a)
     uint32_t dw, dp;
     vkpt_buf bufs[6] = {a->y.buf,
                         a->d.buf,
-                        bind_range(c->dev, &a->wts, 0, np * 4, &dw),
-                        bind_range(c->dev, &a->pair_slot, 0, np * 4, &dp),
+                        k_bind_range(c->dev, &a->wts, 0, np * 4, &dw),
+                        k_bind_range(c->dev, &a->pair_slot, 0, np * 4, &dp),
                         shared ? a->shared.buf : a->y.buf,
                         shared && gated ? a->gate.buf : a->y.buf};
     vkpt_pc_moe_combine pc = {.n_rows = a->n_rows,
