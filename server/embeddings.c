@@ -342,21 +342,7 @@ static void answer_error(srv_embed *e, srv_conn *conn, int status, const char *p
     snprintf(hdr, sizeof hdr, "%s%s", e->adm.extra_headers, extra ? extra : "");
     if (status == 503 && !strstr(hdr, "Retry-After"))
         snprintf(hdr + strlen(hdr), sizeof hdr - strlen(hdr), "Retry-After: 1\r\n");
-    if (e->db_errors) {
-        srv_conn_db_error(conn, status, srv_db_error_code(status), hdr[0] ? hdr : NULL, "%s", msg);
-        return;
-    }
-    if (!hdr[0]) {
-        srv_conn_error(conn, status, param, code, "%s", msg);
-        return;
-    }
-    srv_buf b = {0};
-    srv_error_json(&b, status, param, code, msg);
-    if (srv_buf_ok(&b))
-        srv_conn_respond(conn, status, "application/json", hdr, b.p, b.n);
-    else
-        srv_conn_error(conn, 500, NULL, NULL, "out of memory");
-    srv_buf_free(&b);
+    srv_conn_error_shaped(conn, e->db_errors, status, param, code, msg, hdr);
 }
 
 /* ---- lifetime ------------------------------------------------------------------------ */

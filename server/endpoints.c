@@ -100,6 +100,26 @@ void srv_conn_db_error(srv_conn *c, int status, const char *error_code, const ch
     srv_buf_free(&b);
 }
 
+void srv_conn_error_shaped(srv_conn *c, bool db, int status, const char *param, const char *code,
+                           const char *msg, const char *hdr)
+{
+    if (db) {
+        srv_conn_db_error(c, status, srv_db_error_code(status), hdr[0] ? hdr : NULL, "%s", msg);
+        return;
+    }
+    if (!hdr[0]) {
+        srv_conn_error(c, status, param, code, "%s", msg);
+        return;
+    }
+    srv_buf b = {0};
+    srv_error_json(&b, status, param, code, msg);
+    if (srv_buf_ok(&b))
+        srv_conn_respond(c, status, "application/json", hdr, b.p, b.n);
+    else
+        srv_conn_error(c, 500, NULL, NULL, "out of memory");
+    srv_buf_free(&b);
+}
+
 /* the status and Databricks code for a vkpt error */
 static int status_of(int err)
 {

@@ -63,6 +63,11 @@ void srv_ep_metrics(vkpt_server *s, srv_buf *o, const char *only);
  * `extra_headers` (NULL or "Name: value\r\n" lines). Ends the request. */
 void srv_conn_db_error(srv_conn *c, int status, const char *error_code, const char *extra_headers,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* An error in the route's shape: Databricks' when `db` (its code from the
+ * status), else OpenAI's with `param` and `code`; `hdr` is "" or header
+ * lines (served-model-name, Retry-After). Ends the request. */
+void srv_conn_error_shaped(srv_conn *c, bool db, int status, const char *param, const char *code,
+                           const char *msg, const char *hdr);
 /* The Databricks error code for an HTTP status (INVALID_PARAMETER_VALUE,
  * RESOURCE_DOES_NOT_EXIST, REQUEST_LIMIT_EXCEEDED, ...). */
 const char *srv_db_error_code(int status);

@@ -321,21 +321,7 @@ static void answer_error(srv_gen *g, srv_conn *conn, int status, const char *par
 {
     char hdr[512];
     snprintf(hdr, sizeof hdr, "%s%s", g->extra_headers, extra ? extra : "");
-    if (g->spec.db_errors) {
-        srv_conn_db_error(conn, status, srv_db_error_code(status), hdr[0] ? hdr : NULL, "%s", msg);
-        return;
-    }
-    if (!hdr[0]) {
-        srv_conn_error(conn, status, param, code, "%s", msg);
-        return;
-    }
-    srv_buf b = {0};
-    srv_error_json(&b, status, param, code, msg);
-    if (srv_buf_ok(&b))
-        srv_conn_respond(conn, status, "application/json", hdr, b.p, b.n);
-    else
-        srv_conn_error(conn, 500, NULL, NULL, "out of memory");
-    srv_buf_free(&b);
+    srv_conn_error_shaped(conn, g->spec.db_errors, status, param, code, msg, hdr);
 }
 
 void srv_gen_fail(srv_gen *g, int status, const char *param, const char *code, const char *msg,
