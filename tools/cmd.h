@@ -36,5 +36,7 @@ int tool_fail(int err, const char *what);
 int tool_open_device(const char *spec, vkpt_instance **inst, vkpt_device **dev);
 /* Parse a decimal or 0x number with an optional K/M/G suffix (powers of 2). */
 int tool_parse_size(const char *s, uint64_t *out);
+/* Parse "1,2,3" (commas or spaces) into token ids (malloc'd; free() them). */
+int tool_parse_ids(const char *s, int32_t **ids, uint32_t *n);
 
 #endif

@@ -38,36 +38,6 @@ static void usage(FILE *f)
            "      --ignore-eos      keep generating past the end-of-text token\n");
 }
 
-static int parse_ids(const char *s, int32_t **ids, uint32_t *n)
-{
-    uint32_t cap = 16, k = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) return vkpt_fail(VKPT_ENOMEM, "tokens");
-    while (*s) {
-        char *end;
-        errno = 0;
-        long x = strtol(s, &end, 10);
-        if (end == s || errno || x < 0 || x > INT32_MAX) {
-            free(v);
-            return vkpt_fail(VKPT_EINVAL, "--tokens: '%s' is not a list of token ids", s);
-        }
-        if (k == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return vkpt_fail(VKPT_ENOMEM, "tokens");
-            }
-            v = nv;
-        }
-        v[k++] = (int32_t)x;
-        s = end;
-        while (*s == ',' || *s == ' ') s++;
-    }
-    *ids = v;
-    *n = k;
-    return 0;
-}
-
 static int fetch_row(void *ud, uint32_t row, float *dst)
 {
     return vkpt_runner_logits_row(ud, row, dst);
@@ -186,7 +156,7 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (tokens_arg) {
-        if ((err = parse_ids(tokens_arg, &ids, &n_ids))) goto done;
+        if ((err = tool_parse_ids(tokens_arg, &ids, &n_ids))) goto done;
     } else {
         const char *text = prompt ? prompt : "";
         if ((err = vkpt_tokenizer_encode(tk, text, strlen(text), VKPT_TOK_DEFAULT, &toks)))

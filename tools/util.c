@@ -62,3 +62,33 @@ int tool_parse_size(const char *s, uint64_t *out)
     *out = v;
     return 0;
 }
+
+int tool_parse_ids(const char *s, int32_t **ids, uint32_t *n)
+{
+    uint32_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return vkpt_fail(VKPT_ENOMEM, "tokens");
+    while (*s) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return vkpt_fail(VKPT_EINVAL, "--tokens: '%s' is not a list of token ids", s);
+        }
+        if (k == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return vkpt_fail(VKPT_ENOMEM, "tokens");
+            }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        s = end;
+        while (*s == ',' || *s == ' ') s++;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}
